@@ -5,6 +5,8 @@ Reading order, top-down: ``datasets`` (re-ID data, samplers) -> ``models``
 (k-reciprocal Jaccard distance, DBSCAN/Infomap/HDBSCAN) -> ``engine``
 (the pseudo-label hook) -> ``evaluation`` (the re-ID ranking metric).
 """
+import warnings
+
 import mmcv
 import mmengine
 from mmengine.utils import digit_version
@@ -24,5 +26,15 @@ assert digit_version(MMENGINE_MIN) <= digit_version(mmengine.__version__) < \
     digit_version(MMENGINE_MAX), (
         f'mmengine=={mmengine.__version__} is incompatible with mmcc: '
         f'install mmengine>={MMENGINE_MIN}, <{MMENGINE_MAX}.')
+
+# mmcv-lite has no compiled ops; mmpretrain warns about one it never uses.
+warnings.filterwarnings(
+    'ignore', message='Fail to import ``MultiScaleDeformableAttention``')
+
+# Let ``runner.resume`` load our own checkpoints with weights_only=True.
+from .utils.checkpoint_safe_globals import \
+    register_checkpoint_safe_globals  # noqa: E402
+
+register_checkpoint_safe_globals()
 
 __all__ = ['__version__']

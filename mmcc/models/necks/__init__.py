@@ -1,0 +1,3 @@
+from .bn_neck import BNNeck
+
+__all__ = ['BNNeck']
