@@ -1,0 +1,101 @@
+import pytest
+import torch
+from mmpretrain.structures import DataSample
+
+from mmcc.registry import MODELS
+from mmcc.utils import register_all_modules
+
+register_all_modules(init_default_scope=False)
+
+
+def _small_resnet_model(**kwargs):
+    return MODELS.build(
+        dict(
+            type='ReIDModel',
+            backbone=dict(
+                type='mmpretrain.ResNet',
+                depth=18,
+                strides=(1, 2, 2, 1),
+                out_indices=(3, )),
+            neck=dict(type='BNNeck', in_channels=512),
+            **kwargs))
+
+
+def test_bn_neck_starts_as_identity_and_freezes_bias():
+    neck = MODELS.build(dict(type='BNNeck', in_channels=8))
+    assert not neck.bn.bias.requires_grad
+    assert neck.bn.weight.requires_grad
+    assert torch.equal(neck.bn.weight, torch.ones(8))
+    assert torch.equal(neck.bn.bias, torch.zeros(8))
+    neck.eval()  # running mean 0, var 1: only average pooling remains
+    x = torch.rand(2, 8, 4, 3)
+    expected = x.mean(dim=(2, 3)) / (1 + neck.bn.eps)**0.5
+    torch.testing.assert_close(neck((x, )), expected)
+
+
+def test_bn_neck_bias_stays_zero_after_an_optimiser_step():
+    neck = MODELS.build(dict(type='BNNeck', in_channels=4))
+    params = [p for p in neck.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=0.1)
+    neck(torch.randn(6, 4, 2, 2)).pow(3).sum().backward()
+    opt.step()
+    assert torch.equal(neck.bn.bias, torch.zeros(4))
+    assert not torch.equal(neck.bn.weight, torch.ones(4))
+
+
+def test_gem_pooling_from_mmpretrain():
+    neck = MODELS.build(
+        dict(
+            type='BNNeck',
+            in_channels=4,
+            pooling=dict(type='mmpretrain.GeneralizedMeanPooling', p=3.)))
+    neck.eval()
+    x = torch.rand(2, 4, 3, 3) + 0.1
+    gem = x.pow(3).mean(dim=(2, 3)).pow(1 / 3)
+    torch.testing.assert_close(neck(x), gem / (1 + neck.bn.eps)**0.5)
+
+
+def test_last_stride_one_gives_16x8_map_at_256x128():
+    model = _small_resnet_model()
+    feats = model.backbone(torch.randn(1, 3, 256, 128))
+    assert feats[-1].shape[-2:] == (16, 8)
+
+
+def test_tensor_and_predict_modes_give_unit_embeddings():
+    model = _small_resnet_model().eval()
+    x = torch.randn(3, 3, 64, 32)
+    emb = model(x, mode='tensor')
+    assert emb.shape == (3, 512)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(3))
+    samples = model(x, [DataSample() for _ in range(3)], mode='predict')
+    torch.testing.assert_close(
+        torch.stack([s.pred_feat for s in samples]), emb)
+
+
+def test_loss_mode_needs_a_head():
+    model = _small_resnet_model()
+    with pytest.raises(RuntimeError, match='head'):
+        model(torch.randn(2, 3, 64, 32), [DataSample()] * 2, mode='loss')
+
+
+def test_mobilenetv2_backbone_swapped_in_by_config():
+    model = MODELS.build(
+        dict(
+            type='ReIDModel',
+            backbone=dict(type='mmpretrain.MobileNetV2', out_indices=(7, )),
+            neck=dict(type='BNNeck', in_channels=1280))).eval()
+    assert model(torch.randn(2, 3, 64, 32)).shape == (2, 1280)
+
+
+def test_data_preprocessor_converts_bgr_to_rgb_and_normalises():
+    model = _small_resnet_model()
+    img = torch.zeros(3, 4, 2, dtype=torch.uint8)
+    img[0] = 255  # blue channel in BGR
+    data = model.data_preprocessor(
+        dict(inputs=[img], data_samples=[DataSample()]), False)
+    out = data['inputs'][0]
+    # after BGR->RGB the 255 channel is the last (blue) one
+    torch.testing.assert_close(out[2], torch.full(
+        (4, 2), (255 - 103.53) / 57.375))
+    torch.testing.assert_close(out[0], torch.full((4, 2),
+                                                  -123.675 / 58.395))

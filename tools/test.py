@@ -1,0 +1,81 @@
+"""Evaluate a re-ID model: ``python tools/test.py CONFIG [CHECKPOINT]``.
+
+Prints mAP, CMC top-1/5/10 and mINP of the query split against the gallery.
+Without a checkpoint the model is evaluated as its config initialises it
+(e.g. ImageNet weights through the backbone's ``init_cfg``).
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.runner import Runner
+
+from mmcc.utils import register_all_modules
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test a re-ID model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument(
+        'checkpoint', nargs='?', default=None, help='checkpoint file')
+    parser.add_argument('--work-dir', help='where to save the logs')
+    parser.add_argument(
+        '--out', help='also dump the metrics to this json file')
+    parser.add_argument(
+        '--rerank',
+        action='store_true',
+        help='k-reciprocal re-ranking of the query-gallery distance')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override config settings, e.g. test_dataloader.batch_size=32')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def merge_args(cfg, args):
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir', None) is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    if args.checkpoint is not None:
+        cfg.load_from = args.checkpoint
+    if args.rerank:
+        evaluators = cfg.test_evaluator if isinstance(
+            cfg.test_evaluator, list) else [cfg.test_evaluator]
+        for evaluator in evaluators:
+            evaluator['rerank'] = True
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    register_all_modules(init_default_scope=False)
+    cfg = merge_args(Config.fromfile(args.config), args)
+    runner = Runner.from_cfg(cfg)
+    metrics = runner.test()
+    lines = [f'{k}: {v:.2f}' for k, v in metrics.items()]
+    runner.logger.info('Re-ID results (%): ' + ', '.join(lines))
+    if args.out:
+        import json
+        with open(args.out, 'w') as f:
+            json.dump(metrics, f, indent=2)
+    return metrics
+
+
+if __name__ == '__main__':
+    main()
