@@ -1,1 +1,3 @@
+from .samplers import CameraAwareIdentitySampler, IdentitySampler
 
+__all__ = ['CameraAwareIdentitySampler', 'IdentitySampler']

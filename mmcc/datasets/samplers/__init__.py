@@ -1,0 +1,3 @@
+from .identity_sampler import CameraAwareIdentitySampler, IdentitySampler
+
+__all__ = ['IdentitySampler', 'CameraAwareIdentitySampler']
