@@ -9,6 +9,7 @@ import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
+from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
 from mmcc.utils import register_all_modules
@@ -67,6 +68,14 @@ def main(argv=None):
     register_all_modules(init_default_scope=False)
     cfg = merge_args(Config.fromfile(args.config), args)
     runner = Runner.from_cfg(cfg)
+    if cfg.get('load_from', None) is None:
+        # No checkpoint: evaluate the model as its config initialises it
+        # (Runner.test itself never calls init_weights).
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        model.init_weights()
+        runner.logger.info('No checkpoint given: evaluating the model with '
+                           'the weights its init_cfg provides')
     metrics = runner.test()
     lines = [f'{k}: {v:.2f}' for k, v in metrics.items()]
     runner.logger.info('Re-ID results (%): ' + ', '.join(lines))
