@@ -48,6 +48,7 @@ def _runner_cfg(work_dir, max_epochs, **kwargs):
         optim_wrapper=dict(optimizer=dict(type='Adam', lr=1e-3)),
         train_cfg=dict(by_epoch=True, max_epochs=max_epochs),
         default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=1)),
+        default_scope='mmcc',
         **kwargs)
 
 

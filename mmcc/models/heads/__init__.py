@@ -1,0 +1,3 @@
+from .cluster_memory_head import ClusterMemoryHead
+
+__all__ = ['ClusterMemoryHead']

@@ -1,0 +1,3 @@
+from .cluster_nce_loss import ClusterNCELoss
+
+__all__ = ['ClusterNCELoss']
