@@ -46,6 +46,11 @@ def parse_args(argv=None):
 
 def merge_args(cfg, args):
     cfg.launcher = args.launcher
+    # testing needs none of the training parts a full config carries
+    for key in ('train_dataloader', 'train_cfg', 'optim_wrapper',
+                'param_scheduler', 'val_dataloader', 'val_cfg',
+                'val_evaluator'):
+        cfg[key] = None
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:

@@ -1,0 +1,8 @@
+_base_ = './market1501.py'
+
+# Same layout, naming and image size as Market-1501.
+data_source = dict(type='PersonX', data_root='data/personx/')
+train_dataloader = dict(dataset=data_source)
+cluster_dataloader = dict(dataset=data_source)
+val_dataloader = dict(dataset=data_source)
+test_dataloader = val_dataloader
