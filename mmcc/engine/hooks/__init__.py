@@ -1,0 +1,3 @@
+from .pseudo_label_hook import PseudoLabelHook
+
+__all__ = ['PseudoLabelHook']
