@@ -1,0 +1,368 @@
+"""Tests of the pseudo-labelling core (mmcc.clustering)."""
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+import mmcc.clustering.knn as knn_module
+from mmcc.clustering import (cluster_features, compact_labels, dbscan_labels,
+                             hdbscan_labels, infomap_labels, jaccard_distance,
+                             knn_search, neighbour_graph)
+
+
+def unit(x):
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def planted(num_clusters=6, size=12, dim=32, spread=0.25, outliers=4,
+            seed=0):
+    """Tight clusters + isolated outliers; labels -1 for outliers."""
+    rng = np.random.default_rng(seed)
+    centers = unit(rng.standard_normal((num_clusters, dim)))
+    feats = [
+        centers[c] + spread / np.sqrt(dim) * rng.standard_normal((size, dim))
+        for c in range(num_clusters)
+    ]
+    feats.append(rng.standard_normal((outliers, dim)))
+    labels = np.concatenate(
+        [np.full(size, c) for c in range(num_clusters)] +
+        [np.full(outliers, -1)])
+    order = rng.permutation(labels.size)
+    return unit(np.concatenate(feats))[order], labels[order]
+
+
+def with_ties_and_duplicates(n=160, dim=16, seed=0):
+    """Clustered data, coarsely quantised (many equal inner products), with
+    groups of exact duplicates."""
+    feats, _ = planted(num_clusters=8, size=(n - 8) // 8, dim=dim,
+                       spread=0.6, outliers=8, seed=seed)
+    feats = unit(np.round(feats * 4) / 4)
+    feats[1] = feats[0]
+    feats[2] = feats[0]
+    feats[3] = feats[0]
+    feats[4] = feats[0]  # five identical points
+    feats[10] = feats[11]
+    return feats
+
+
+def sparse_to_dense(dist, missing=1.0):
+    full = np.full(dist.shape, missing, dtype=np.float32)
+    coo = dist.tocoo()
+    full[coo.row, coo.col] = coo.data
+    return full
+
+
+# --------------------------------------------------------------------- kNN
+
+
+def test_knn_self_first_and_canonical_order_with_duplicates():
+    feats = with_ties_and_duplicates()
+    ids, sims = knn_search(feats, 10)
+    n = len(feats)
+    assert ids.shape == (n, 10) and ids.dtype == np.int64
+    assert sims.shape == (n, 10) and sims.dtype == np.float32
+    np.testing.assert_array_equal(ids[:, 0], np.arange(n))
+    # the duplicates of point 0 follow it, in index order
+    np.testing.assert_array_equal(ids[0, :5], [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(ids[3, :5], [3, 0, 1, 2, 4])
+    rest_sims, rest_ids = sims[:, 1:], ids[:, 1:]
+    assert (np.diff(rest_sims, axis=1) <= 0).all()
+    tie = np.diff(rest_sims, axis=1) == 0
+    assert (np.diff(rest_ids, axis=1)[tie] > 0).all()
+    for row in ids:
+        assert len(set(row.tolist())) == len(row)
+
+
+@pytest.mark.skipif(not knn_module.faiss_available(), reason='needs faiss')
+def test_knn_faiss_and_torch_fallback_agree(monkeypatch):
+    feats, _ = planted(dim=48, spread=0.8, seed=3)
+    ids_f, sims_f = knn_search(feats, 8, backend='faiss')
+    ids_t, sims_t = knn_search(torch.from_numpy(feats), 8, backend='torch')
+    np.testing.assert_array_equal(ids_f, ids_t)
+    np.testing.assert_allclose(sims_f, sims_t, atol=1e-6)
+    # without faiss installed, 'auto' falls back to torch
+    monkeypatch.setattr(knn_module, 'faiss', None)
+    ids_auto, _ = knn_search(feats, 8)
+    np.testing.assert_array_equal(ids_auto, ids_f)
+
+
+def test_knn_clamps_k_and_handles_one_point():
+    ids, sims = knn_search(unit(np.eye(3, 5)), 30)
+    assert ids.shape == (3, 3)
+    np.testing.assert_array_equal(ids[:, 0], [0, 1, 2])
+    ids, _ = knn_search(unit(np.ones((1, 4))), 30)
+    np.testing.assert_array_equal(ids, [[0]])
+
+
+@pytest.mark.skipif(not knn_module.faiss_available(), reason='needs faiss')
+@pytest.mark.parametrize('method', ['hnsw', 'ivf'])
+def test_approximate_knn_is_canonical_and_close(method):
+    feats, _ = planted(num_clusters=20, size=20, dim=32, spread=0.5, seed=1)
+    exact, _ = knn_search(feats, 10)
+    approx, _ = knn_search(feats, 10, method=method)
+    np.testing.assert_array_equal(approx[:, 0], np.arange(len(feats)))
+    recall = np.mean([
+        np.intersect1d(a, b).size / a.size for a, b in zip(exact, approx)
+    ])
+    assert recall > 0.9
+
+
+# ----------------------------------------------------------------- Jaccard
+
+
+def straightforward_jaccard(feats, k1, k2):
+    """The algorithm read off the notes, with sets and float64 sums."""
+    feats = np.asarray(feats, dtype=np.float64)
+    n = len(feats)
+    rank, _ = knn_search(feats.astype(np.float32), min(k1, n))
+    half = int(round(k1 / 2)) + 1
+
+    def reciprocal(i, width):
+        return {
+            int(j) for j in rank[i, :width] if i in set(rank[j, :width])
+        }
+
+    full = [reciprocal(i, k1) for i in range(n)]
+    halves = [reciprocal(i, half) for i in range(n)]
+    v = np.zeros((n, n))
+    for i in range(n):
+        grown = set(full[i])
+        for c in full[i]:
+            if len(halves[c] & full[i]) > 2 / 3 * len(halves[c]):
+                grown |= halves[c]
+        cols = sorted(grown)
+        d = 2 - 2 * feats[cols] @ feats[i]
+        w = np.exp(-d - (-d).max())
+        v[i, cols] = w / w.sum()
+    if k2 != 1:
+        v = np.stack([v[rank[i, :k2]].mean(0) for i in range(n)])
+    out = np.ones((n, n))
+    for i in range(n):
+        for j in range(n):
+            s = np.minimum(v[i], v[j]).sum()
+            out[i, j] = max(0.0, 1 - s / (2 - s))
+    return out
+
+
+@pytest.mark.parametrize('k1,k2', [(8, 3), (6, 1), (5, 4)])
+def test_dense_mode_matches_straightforward_transcription(k1, k2):
+    feats = with_ties_and_duplicates(n=48, dim=8, seed=2)
+    expected = straightforward_jaccard(feats, k1, k2)
+    dense = jaccard_distance(feats, k1=k1, k2=k2, mode='dense')
+    assert dense.dtype == np.float32 and dense.shape == expected.shape
+    np.testing.assert_allclose(dense, expected, atol=2e-6)
+    np.testing.assert_array_equal(dense == 1, expected == 1)
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_sparse_equals_dense_with_ties_and_duplicates(seed):
+    feats = with_ties_and_duplicates(seed=seed)
+    n = len(feats)
+    dense = jaccard_distance(feats, k1=12, k2=4, mode='dense')
+    sparse = jaccard_distance(feats, k1=12, k2=4, mode='sparse')
+    assert sp.issparse(sparse) and sparse.format == 'csr'
+    assert sparse.dtype == np.float32 and sparse.shape == (n, n)
+    assert sparse.has_sorted_indices
+    # pairs not stored are exactly 1 in the dense reference
+    stored = sparse_to_dense(sparse, missing=np.nan)
+    assert (dense[np.isnan(stored)] == 1).all()
+    np.testing.assert_allclose(sparse_to_dense(sparse), dense, atol=1e-6,
+                               rtol=0)
+    # ... and in fact equal bit for bit, both symmetric
+    np.testing.assert_array_equal(sparse_to_dense(sparse), dense)
+    np.testing.assert_array_equal(dense, dense.T)
+    # the diagonal is always stored, zeros explicitly
+    assert (sparse.diagonal() <= 1e-6).all()
+    coo = sparse.tocoo()
+    assert (coo.row == coo.col).sum() == n
+    assert ((coo.data == 0) & (coo.row == coo.col)).any()
+    # exact duplicates share their neighbourhoods
+    assert sparse[0, 1] < 0.6 and sparse[0, 4] < 0.6
+
+
+def test_jaccard_accepts_tensors_and_sparse_chunking_is_invisible():
+    from mmcc.clustering import jaccard as jac
+    feats, _ = planted(dim=16, spread=0.6, seed=4)
+    ref = jaccard_distance(torch.from_numpy(feats), k1=10, k2=3)
+    rank, _ = knn_search(feats, 10)
+    e_ptr, e_idx = jac.expanded_sets(rank, 10, chunk_rows=7)
+    vals = jac.expansion_weights(torch.from_numpy(feats), e_ptr, e_idx,
+                                 gather_bytes=1)
+    q = jac.query_expansion(e_ptr, e_idx, vals, rank, 3, chunk_rows=5)
+    tiny_chunks = jac.min_sum_distance(*q, acc_bytes=1)
+    np.testing.assert_array_equal(tiny_chunks.toarray(), ref.toarray())
+    np.testing.assert_array_equal(tiny_chunks.indices, ref.indices)
+
+
+def test_dbscan_labels_equal_between_modes():
+    feats = with_ties_and_duplicates(n=200, dim=16, seed=5)
+    labels = {
+        mode: dbscan_labels(
+            jaccard_distance(feats, k1=12, k2=4, mode=mode), eps=0.6,
+            min_samples=4)
+        for mode in ('dense', 'sparse')
+    }
+    np.testing.assert_array_equal(labels['dense'], labels['sparse'])
+    assert labels['sparse'].max() >= 2  # several clusters, not all noise
+
+
+# -------------------------------------------------------------- clustering
+
+
+def assert_valid(labels, n):
+    assert labels.dtype == np.int64 and labels.shape == (n, )
+    assert labels.min() >= -1
+    ids = np.unique(labels[labels >= 0])
+    np.testing.assert_array_equal(ids, np.arange(ids.size))
+
+
+def test_dbscan_sparse_stored_zeros_are_neighbours():
+    # four points at stored distance 0 form a cluster; the same pattern
+    # without stored entries is all noise
+    n = 6
+    rows, cols = np.meshgrid(np.arange(4), np.arange(4), indexing='ij')
+    zeros = sp.csr_matrix(
+        (np.zeros(16, np.float32), (rows.ravel(), cols.ravel())),
+        shape=(n, n))
+    assert zeros.nnz == 16
+    graph = neighbour_graph(zeros, eps=0.6)
+    assert graph.nnz == 16
+    labels = dbscan_labels(zeros, eps=0.6, min_samples=4)
+    np.testing.assert_array_equal(labels, [0, 0, 0, 0, -1, -1])
+    empty = sp.csr_matrix((n, n), dtype=np.float32)
+    np.testing.assert_array_equal(
+        dbscan_labels(empty, min_samples=4), np.full(n, -1))
+    # dense input gives the same answer as the sparse one
+    dense = np.ones((n, n), np.float32)
+    dense[:4, :4] = 0
+    np.testing.assert_array_equal(dbscan_labels(dense), labels)
+
+
+def test_dbscan_on_planted_clusters():
+    feats, truth = planted(seed=6)
+    labels = cluster_features(feats, dict(type='dbscan', k1=10, k2=3))
+    assert_valid(labels, len(feats))
+    inlier = truth >= 0
+    assert adjusted_rand_score(truth[inlier],
+                               labels[inlier]) == pytest.approx(1.0)
+    assert labels.max() == truth.max()
+    # Jaccard is rank-based: an isolated point may still join the cluster it
+    # is a reciprocal neighbour of, so outliers are not checked here
+
+
+def test_infomap_finds_planted_clusters():
+    feats, truth = planted(seed=7)
+    labels = infomap_labels(feats, k1=10, k2=4, min_sim=0.5)
+    assert_valid(labels, len(feats))
+    assert adjusted_rand_score(truth, labels) == pytest.approx(1.0)
+    assert (labels[truth < 0] == -1).all()
+    again = cluster_features(
+        torch.from_numpy(feats),
+        dict(type='infomap', k1=10, k2=4, min_sim=0.5))
+    np.testing.assert_array_equal(again, labels)
+
+
+def test_infomap_small_communities_are_noise():
+    feats, truth = planted(num_clusters=3, size=4, seed=8)
+    labels = infomap_labels(feats, k1=10, k2=4, min_sim=0.5)
+    np.testing.assert_array_equal(labels, np.full(len(feats), -1))
+    labels = infomap_labels(feats, k1=10, k2=3, min_sim=0.5)
+    assert adjusted_rand_score(truth, labels) == pytest.approx(1.0)
+
+
+def test_hdbscan_on_sparse_jaccard_dense_and_features():
+    feats, truth = planted(num_clusters=5, size=16, seed=9)
+    labels = cluster_features(
+        feats, dict(type='hdbscan', k1=12, k2=3, min_cluster_size=4))
+    assert_valid(labels, len(feats))
+    assert adjusted_rand_score(truth, labels) > 0.9
+    dense = jaccard_distance(feats, k1=12, k2=3, mode='dense')
+    assert adjusted_rand_score(truth, hdbscan_labels(dense)) > 0.9
+    on_feats = hdbscan_labels(feats, min_cluster_size=5, metric='euclidean')
+    assert_valid(on_feats, len(feats))
+    assert adjusted_rand_score(truth, on_feats) > 0.9
+
+
+# --------------------------------------------------------- degenerate input
+
+CONFIGS = [
+    dict(type='dbscan', eps=0.6, min_samples=4, k1=30, k2=6),
+    dict(type='dbscan', k1=30, k2=6, mode='dense'),
+    dict(type='infomap', k1=15, k2=4, min_sim=0.5),
+    dict(type='hdbscan', k1=30, k2=6, min_cluster_size=4),
+]
+
+
+@pytest.mark.parametrize('cfg', CONFIGS, ids=lambda c: c['type'])
+def test_single_point(cfg):
+    labels = cluster_features(unit(np.ones((1, 8))), cfg)
+    np.testing.assert_array_equal(labels, [-1])
+
+
+@pytest.mark.parametrize('cfg', CONFIGS, ids=lambda c: c['type'])
+def test_fewer_points_than_k1(cfg):
+    feats, truth = planted(num_clusters=2, size=8, outliers=0, seed=10)
+    labels = cluster_features(feats, cfg)  # N = 16 < k1
+    assert_valid(labels, 16)
+    assert adjusted_rand_score(truth, labels) == pytest.approx(1.0)
+
+
+def test_fewer_points_than_k1_modes_agree():
+    feats, _ = planted(num_clusters=2, size=5, outliers=1, seed=11)
+    dense = jaccard_distance(feats, k1=30, k2=6, mode='dense')
+    sparse = jaccard_distance(feats, k1=30, k2=6)
+    np.testing.assert_array_equal(sparse_to_dense(sparse), dense)
+
+
+@pytest.mark.parametrize('cfg', CONFIGS, ids=lambda c: c['type'])
+def test_all_points_identical(cfg):
+    feats = unit(np.tile(np.arange(1, 9), (20, 1)))
+    labels = cluster_features(feats, cfg)
+    assert_valid(labels, 20)
+    if cfg['type'] != 'hdbscan':  # HDBSCAN never returns the root cluster
+        np.testing.assert_array_equal(labels, np.zeros(20))
+    dist = jaccard_distance(feats, k1=30, k2=6)
+    assert dist.nnz == 400 and np.abs(dist.data).max() < 1e-6
+
+
+@pytest.mark.parametrize('cfg', CONFIGS, ids=lambda c: c['type'])
+def test_single_cluster(cfg):
+    feats, _ = planted(num_clusters=1, size=25, outliers=0, seed=12)
+    labels = cluster_features(feats, cfg)
+    assert_valid(labels, 25)
+    assert labels.max() <= 0 if cfg['type'] == 'hdbscan' else \
+        (labels == 0).all()
+
+
+@pytest.mark.parametrize('cfg', CONFIGS, ids=lambda c: c['type'])
+def test_all_noise(cfg):
+    feats = unit(np.eye(12, 64))  # orthogonal points
+    if cfg['type'] == 'dbscan':
+        # Jaccard is rank-based: with N < k1 every point is a reciprocal
+        # neighbour of every other, so only min_samples can leave all noise
+        cfg = dict(cfg, min_samples=13)
+    labels = cluster_features(feats, cfg)
+    np.testing.assert_array_equal(labels, np.full(12, -1))
+
+
+@pytest.mark.parametrize('sparse', [False, True])
+def test_dbscan_all_far_is_all_noise(sparse):
+    dist = np.ones((10, 10), np.float32)
+    np.fill_diagonal(dist, 0)
+    if sparse:  # only the diagonal, stored as explicit zeros
+        dist = sp.csr_matrix((np.zeros(10, np.float32),
+                              (np.arange(10), np.arange(10))), shape=(10, 10))
+        assert dist.nnz == 10
+    np.testing.assert_array_equal(
+        dbscan_labels(dist, eps=0.6, min_samples=2), np.full(10, -1))
+
+
+def test_compact_labels_and_config_errors():
+    np.testing.assert_array_equal(
+        compact_labels(np.array([7, -1, 3, 7, 9, -5])), [0, -1, 1, 0, 2, -1])
+    with pytest.raises(ValueError):
+        cluster_features(unit(np.eye(3)), dict(type='kmeans'))
+    with pytest.raises(ValueError):
+        jaccard_distance(unit(np.eye(3)), mode='banded')
