@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+from mmcc.engine.hooks.pseudo_label_hook import (PseudoLabelHook,
+                                                 cluster_centroids,
+                                                 pseudo_label_stats)
+
+
+def test_cluster_centroids_are_means_and_ignore_outliers():
+    feats = torch.tensor([[1., 0.], [3., 0.], [0., 2.], [9., 9.]])
+    labels = np.array([0, 0, 1, -1])
+    centroids = cluster_centroids(feats, labels, 2)
+    torch.testing.assert_close(centroids, torch.tensor([[2., 0.], [0., 2.]]))
+
+
+def test_pseudo_label_stats_counts_quantiles_and_agreement():
+    labels = np.array([0, 0, 0, 1, 1, -1, -1, 2])
+    true_ids = np.array([5, 5, 6, 7, 7, 8, 8, 9])
+    stats = pseudo_label_stats(labels, true_ids)
+    assert stats['num_clusters'] == 3
+    assert stats['num_outliers'] == 2
+    assert stats['outlier_ratio'] == pytest.approx(0.25)
+    # cluster sizes 3, 2, 1
+    assert (stats['size_min'], stats['size_median'],
+            stats['size_max']) == (1.0, 2.0, 3.0)
+    kept = labels >= 0
+    assert stats['nmi'] == pytest.approx(
+        normalized_mutual_info_score(true_ids[kept], labels[kept]))
+    assert stats['ari'] == pytest.approx(
+        adjusted_rand_score(true_ids[kept], labels[kept]))
+
+
+def test_pseudo_label_stats_without_true_ids_or_clusters():
+    stats = pseudo_label_stats(np.array([-1, -1, -1]))
+    assert stats['num_clusters'] == 0 and stats['outlier_ratio'] == 1.0
+    assert 'nmi' not in stats
+
+
+def test_hook_refuses_a_missing_dataloader_field():
+
+    class _Runner:
+        cfg = {}
+
+    hook = PseudoLabelHook(cluster=dict(type='dbscan'))
+    with pytest.raises(KeyError, match='cluster_dataloader'):
+        hook._build_dataloader(_Runner())
