@@ -9,6 +9,7 @@ _base_ = [
     '../_base_/pseudo_label_dbscan.py',
     '../_base_/default_runtime.py',
 ]
+dataset_type = 'Market1501'
 data_root = 'data/synthetic_reid/'
 img_scale = (64, 128)  # (W, H)
 crop_size = (128, 64)  # (H, W)
@@ -30,7 +31,7 @@ test_pipeline = [
     dict(type='Resize', scale=img_scale, interpolation='bilinear'),
     dict(type='mmpretrain.PackInputs', meta_keys=meta_keys),
 ]
-data_source = dict(type='Market1501', data_root=data_root)
+data_source = dict(type=dataset_type, data_root=data_root)
 
 # 8 pseudo-identities x 8 images
 train_dataloader = dict(

@@ -1,7 +1,9 @@
 _base_ = './market1501.py'
 
 # Same layout, naming and image size as Market-1501.
-data_source = dict(type='PersonX', data_root='data/personx/')
+dataset_type = 'PersonX'
+data_root = 'data/personx/'
+data_source = dict(type=dataset_type, data_root=data_root)
 train_dataloader = dict(dataset=data_source)
 cluster_dataloader = dict(dataset=data_source)
 val_dataloader = dict(dataset=data_source)

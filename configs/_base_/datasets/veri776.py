@@ -21,7 +21,9 @@ test_pipeline = [
     dict(type='Resize', scale=img_scale, interpolation='bilinear'),
     dict(type='mmpretrain.PackInputs', meta_keys=meta_keys),
 ]
-data_source = dict(type='VeRi776', data_root='data/veri776/')
+dataset_type = 'VeRi776'
+data_root = 'data/veri776/'
+data_source = dict(type=dataset_type, data_root=data_root)
 train_dataloader = dict(
     dataset=dict(data_source, pipeline=train_pipeline),
     sampler=dict(iters_per_epoch=400))
