@@ -14,6 +14,9 @@ $(STAMP): requirements/pinned.txt setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements/pinned.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	# `mim train mmcc` looks for site-packages/mmcc/.mim/tools; an editable
+	# (PEP 660) install has no such folder, so point it at the checkout.
+	ln -sfn "$(CURDIR)/mmcc" "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/mmcc"
 	touch $(STAMP)
 
 demo: $(STAMP)
