@@ -1,0 +1,255 @@
+"""Benchmark the pseudo-labelling step: dense reference vs sparse path.
+
+For every N of ``--sizes`` it makes seeded synthetic L2-normalised embeddings
+with identity structure (identities of varying size, several "cameras" per
+identity, look-alike identities, outliers), then runs, in one process:
+
+* the sparse path: ``jaccard_distance(mode='sparse')`` + ``dbscan_labels``;
+* the dense reference mode: ``jaccard_distance(mode='dense')`` (the reference
+  implementation's N x N computation) + ``dbscan_labels``, skipped when its
+  estimated memory does not fit in the machine's available memory.
+
+Both share nothing but the input: each runs its own kNN search (exact faiss
+by default). Printed per mode: time of Jaccard (kNN included, and the kNN
+alone) and of DBSCAN, peak memory, clusters, noise, stored distances per
+row; for the pair, the ratios and the ARI between the two label sets; and
+the ARI of the sparse labels against the planted identities.
+
+Peak memory is the resident-set high-water mark (``VmHWM`` of
+``/proc/self/status``), reset before each mode by writing ``5`` to
+``/proc/self/clear_refs``; it counts everything resident in the process,
+the input features included (printed as "base"), and covers faiss's and
+torch's native allocations, which tracemalloc would not see.
+
+Usage::
+
+    python tools/analysis_tools/benchmark_pseudo_labels.py --sizes 12936
+    python tools/analysis_tools/benchmark_pseudo_labels.py \\
+        --sizes 32621 100000 --knn-recall
+"""
+import argparse
+import os
+import time
+
+import numpy as np
+from sklearn.metrics import adjusted_rand_score
+
+from mmcc.clustering import dbscan_labels, jaccard_distance, knn_search
+
+
+def make_features(n: int, dim: int = 2048, seed: int = 0,
+                  outlier_frac: float = 0.08, chunk: int = 8192):
+    """Seeded synthetic re-ID-like embeddings.
+
+    Identities have 2 to 60 images (mean about 25), 1 to 4 "cameras" each
+    (a camera shifts the identity's centre), and come in groups of
+    look-alikes sharing part of their centre; ``outlier_frac`` of the points
+    are isolated random directions.
+
+    Returns:
+        tuple: (N, dim) float32 L2-normalised features (made chunk by chunk,
+        no float64 copy), (N,) int64 identity (-1 for outliers).
+    """
+    rng = np.random.default_rng(seed)
+    n_out = int(round(n * outlier_frac))
+    sizes = []
+    left = n - n_out
+    while left > 0:
+        size = int(min(left, max(2, rng.geometric(1 / 25))))
+        size = min(size, 60) if left > 60 else size
+        sizes.append(size)
+        left -= size
+    num_ids = len(sizes)
+    # look-alike identities share a parent direction; every identity has
+    # 1-4 camera centres around its own centre
+    parents = rng.standard_normal((max(1, num_ids // 2), dim),
+                                  dtype=np.float32)
+    parent = rng.integers(0, parents.shape[0], num_ids)
+    centers = np.empty((num_ids, 4, dim), np.float32)
+    for start in range(0, num_ids, 512):
+        stop = min(num_ids, start + 512)
+        own = rng.standard_normal((stop - start, dim), dtype=np.float32)
+        base = 0.55 * parents[parent[start:stop]] + own
+        shift = rng.standard_normal((stop - start, 4, dim), dtype=np.float32)
+        centers[start:stop] = base[:, None] + 0.45 * shift
+    centers /= np.linalg.norm(centers, axis=2, keepdims=True)
+    spread = rng.uniform(0.55, 0.95, num_ids).astype(np.float32)
+    num_cams = rng.integers(1, 5, num_ids)
+
+    labels = np.concatenate([np.repeat(np.arange(num_ids), sizes),
+                             np.full(n_out, -1)])
+    labels = labels[rng.permutation(n)].astype(np.int64)
+    cam = (rng.random(n) * num_cams[np.maximum(labels, 0)]).astype(np.int64)
+    feats = np.empty((n, dim), np.float32)
+    for start in range(0, n, chunk):
+        stop = min(n, start + chunk)
+        noise = rng.standard_normal((stop - start, dim), dtype=np.float32)
+        lab = labels[start:stop]
+        inlier = lab >= 0
+        noise[inlier] *= (spread[lab[inlier]] / np.sqrt(dim))[:, None]
+        noise[inlier] += centers[lab[inlier], cam[start:stop][inlier]]
+        noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+        feats[start:stop] = noise
+    return feats, labels
+
+
+def _vm(field: str) -> int:
+    """A ``Vm*`` field of /proc/self/status, in bytes (0 if unavailable)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(field + ':'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _reset_peak() -> bool:
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
+def _available_bytes() -> int:
+    with open('/proc/meminfo') as f:
+        for line in f:
+            if line.startswith('MemAvailable:'):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def dense_estimate(n: int) -> int:
+    """Bytes the dense mode holds at its peak: V and Vq (then Vq and the
+    result) as N x N float32, plus the N x N bool mask of the final clip."""
+    return 2 * 4 * n * n + n * n
+
+
+def run_mode(features, mode, args):
+    gib = 2.0**30
+    _reset_peak()
+    base = _vm('VmRSS')
+    load = os.getloadavg()[0]
+    cpu = time.process_time()
+    start = time.perf_counter()
+    rank, _ = knn_search(features, min(args.k1, len(features)),
+                         method=args.knn)
+    t_knn = time.perf_counter() - start
+    dist = jaccard_distance(
+        features, k1=args.k1, k2=args.k2, mode=mode, rank=rank)
+    t_jac = time.perf_counter() - start
+    del rank
+    start = time.perf_counter()
+    labels = dbscan_labels(dist, eps=args.eps, min_samples=args.min_samples)
+    t_db = time.perf_counter() - start
+    cpu = time.process_time() - cpu
+    stored = dist.nnz if mode == 'sparse' else dist.size
+    del dist
+    peak = _vm('VmHWM')
+    res = dict(
+        mode=mode,
+        t_knn=t_knn,
+        t_jac=t_jac,
+        t_db=t_db,
+        peak=peak / gib,
+        base=base / gib,
+        clusters=int(labels.max()) + 1,
+        noise=int((labels < 0).sum()),
+        stored=stored,
+        labels=labels)
+    print(f'  {mode:6s}  jaccard+kNN {t_jac:6.1f} s (kNN {t_knn:5.1f} s)  '
+          f'dbscan {t_db:5.1f} s  '
+          f'peak RSS {res["peak"]:6.2f} GiB (base {res["base"]:.2f})  '
+          f'clusters {res["clusters"]:5d}  noise {res["noise"]:6d}  '
+          f'stored d_J {stored / len(labels):.0f}/row; '
+          f'process CPU {cpu:.0f} s, load average {load:.1f} at start',
+          flush=True)
+    return res
+
+
+def knn_recall(features, k, methods=('hnsw', 'ivf')):
+    start = time.perf_counter()
+    exact, _ = knn_search(features, k)
+    print(f'  exact kNN k={k}: {time.perf_counter() - start:.1f} s')
+    for method in methods:
+        start = time.perf_counter()
+        approx, _ = knn_search(features, k, method=method)
+        took = time.perf_counter() - start
+        hits = sum(
+            np.intersect1d(a, b, assume_unique=True).size
+            for a, b in zip(exact, approx))
+        print(f'  {method} kNN: {took:.1f} s, recall@{k} '
+              f'{hits / exact.size:.4f}')
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--sizes', type=int, nargs='+', default=[12936])
+    parser.add_argument('--dim', type=int, default=2048)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--k1', type=int, default=30)
+    parser.add_argument('--k2', type=int, default=6)
+    parser.add_argument('--eps', type=float, default=0.6)
+    parser.add_argument('--min-samples', type=int, default=4)
+    parser.add_argument('--knn', default='exact',
+                        choices=['exact', 'hnsw', 'ivf'])
+    parser.add_argument('--skip-dense', action='store_true')
+    parser.add_argument('--knn-recall', action='store_true',
+                        help='also measure hnsw/ivf recall against exact')
+    args = parser.parse_args()
+
+    print(f'cpus {os.cpu_count()}, load average '
+          f'{os.getloadavg()[0]:.2f} at start; memory = RSS high-water mark '
+          '(VmHWM, reset per mode via /proc/self/clear_refs)')
+    for n in args.sizes:
+        feats, truth = make_features(n, args.dim, args.seed)
+        print(f'N={n} D={args.dim}: {truth.max() + 1} planted identities, '
+              f'{(truth < 0).sum()} outliers', flush=True)
+        if args.knn_recall:
+            knn_recall(feats, args.k1)
+        sparse = run_mode(feats, 'sparse', args)
+        need = dense_estimate(n)
+        avail = _available_bytes()
+        dense = None
+        if args.skip_dense:
+            print('  dense   skipped (--skip-dense)')
+        elif need > 0.8 * avail:
+            print(f'  dense   skipped: needs at least {need / 2**30:.1f} '
+                  'GiB (two N x N float32 and one N x N bool), '
+                  f'{avail / 2**30:.1f} GiB available')
+        else:
+            print(f'  dense   needs at least {need / 2**30:.1f} GiB of N x N '
+                  f'arrays ({avail / 2**30:.1f} GiB available)', flush=True)
+            dense = run_mode(feats, 'dense', args)
+        truth_ari = adjusted_rand_score(truth, sparse['labels'])
+        print(f'  sparse labels vs planted identities: ARI {truth_ari:.3f}')
+        if dense is not None:
+            print_ratios(dense, sparse)
+
+
+def print_ratios(dense, sparse):
+    """One line comparing the two modes (dense over sparse)."""
+
+    def ratio(a, b):
+        return a / max(b, 1e-9)
+
+    jac = ratio(dense['t_jac'], sparse['t_jac'])
+    no_knn = ratio(dense['t_jac'] - dense['t_knn'],
+                   sparse['t_jac'] - sparse['t_knn'])
+    total = ratio(dense['t_jac'] + dense['t_db'],
+                  sparse['t_jac'] + sparse['t_db'])
+    mem = ratio(dense['peak'], sparse['peak'])
+    mem_above = ratio(dense['peak'] - dense['base'],
+                      sparse['peak'] - sparse['base'])
+    ari = adjusted_rand_score(dense['labels'], sparse['labels'])
+    same = np.array_equal(dense['labels'], sparse['labels'])
+    print(f'  dense/sparse: time jaccard+kNN {jac:.1f}x (without kNN '
+          f'{no_knn:.1f}x), total {total:.1f}x; peak memory {mem:.1f}x '
+          f'(above base {mem_above:.1f}x); ARI(dense, sparse) {ari:.4f}; '
+          f'identical labels {same}', flush=True)
+
+if __name__ == '__main__':
+    main()
