@@ -23,7 +23,7 @@ cluster_dataloader = dict(dataset=data_source)
 val_dataloader = dict(dataset=data_source)
 test_dataloader = val_dataloader
 
-train_cfg = dict(max_epochs=16, val_interval=4)
-param_scheduler = dict(milestones=[12])
+train_cfg = dict(max_epochs=24, val_interval=6)
+param_scheduler = dict(milestones=[18])
 default_hooks = dict(
-    logger=dict(interval=25), checkpoint=dict(interval=4, max_keep_ckpts=1))
+    logger=dict(interval=25), checkpoint=dict(interval=6, max_keep_ckpts=1))
