@@ -21,8 +21,13 @@ passer-by.
 Everything is a plain function of a seed: each identity, camera and image
 draws from its own ``numpy`` generator keyed by (seed, kind, index), so the
 bytes written do not depend on the order of work. Rendering evaluates the body
-parts as implicit shapes on a pixel grid at twice the output resolution and
-downsamples (anti-aliasing for free).
+parts as implicit shapes (segments, ellipses, trapezoids in body coordinates)
+on the pixel grid, vectorised with numpy: about 3 ms per crop.
+
+Difficulty, measured by ``tools/analysis_tools/synthetic_baselines.py`` on the
+default tree: untrained features are weak (colour histograms a few % mAP,
+ImageNet MobileNetV2 under 20 %), while a few hundred Cluster Contrast
+iterations on CPU raise a MobileNetV2's mAP steadily.
 """
 import json
 import os
@@ -37,7 +42,7 @@ from PIL import Image, ImageFilter
 
 # Bump when the images drawn for given parameters change: a cached tree with
 # another version is regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 SPLIT_DIRS = ('bounding_box_train', 'query', 'bounding_box_test')
 META_FILE = 'meta.json'
@@ -80,7 +85,7 @@ HAIR_COLOURS = np.array([(20, 16, 14), (60, 40, 26), (110, 76, 44),
                         dtype=np.float64) / 255.
 
 UPPER_PATTERNS = ('plain', 'hstripes', 'vstripes', 'checks', 'logo', 'twotone')
-UPPER_PATTERN_WEIGHTS = (0.28, 0.16, 0.1, 0.12, 0.2, 0.14)
+UPPER_PATTERN_WEIGHTS = (0.2, 0.18, 0.12, 0.14, 0.2, 0.16)
 LOGO_SHAPES = ('disc', 'square', 'diamond', 'bar', 'ring')
 VIEWS = ('front', 'back', 'left', 'right')
 BACKGROUND_TEXTURES = ('noise', 'tiles', 'stripes', 'bricks', 'gradient')
@@ -91,12 +96,12 @@ _PASSER, _DISTRACTOR, _DISTRACTOR_ID, _JUNK = 5, 6, 7, 8
 # Strength of the nuisances (tuned so that untrained features stay weak
 # while identities remain learnable; see tools/analysis_tools/
 # synthetic_baselines.py).
-PASSER_BY_RATE = 0.12  # images with a passer-by next to the person
-OCCLUSION_RATE = 0.2  # images with an occluding box or pole
-CAMERA_TINT = 0.08  # s.d. of the log colour gains of a camera
+PASSER_BY_RATE = 0.08  # images with a passer-by next to the person
+OCCLUSION_RATE = 0.15  # images with an occluding box or pole
+CAMERA_TINT = 0.06  # s.d. of the log colour gains of a camera
 BACKGROUND_TINT = 0.15  # s.d. of the log tint of background colours
-BACKGROUND_JITTER = 0.2  # s.d. of its per-image log change
-BACKGROUND_SWITCH = 0.35  # images showing another texture than the camera's
+BACKGROUND_JITTER = 0.15  # s.d. of its per-image log change
+BACKGROUND_SWITCH = 0.3  # images showing another texture than the camera's
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -124,12 +129,12 @@ def sample_identity(rng: np.random.Generator) -> dict:
         len(UPPER_PATTERNS), p=UPPER_PATTERN_WEIGHTS)]
     ident = dict(
         height=rng.uniform(0.84, 1.0),
-        width=rng.uniform(0.8, 1.28),
+        width=rng.uniform(0.85, 1.25),
         head_r=rng.uniform(0.056, 0.07),
         torso_len=rng.uniform(0.27, 0.36),
-        shoulder=rng.uniform(0.12, 0.165),
-        hip=rng.uniform(0.1, 0.135),
-        limb=rng.uniform(0.04, 0.054),
+        shoulder=rng.uniform(0.14, 0.18),
+        hip=rng.uniform(0.115, 0.15),
+        limb=rng.uniform(0.048, 0.062),
         stride=rng.uniform(0.04, 0.12),
         skin=SKIN_TONES[rng.integers(len(SKIN_TONES))] *
         rng.uniform(0.92, 1.06),
@@ -138,7 +143,7 @@ def sample_identity(rng: np.random.Generator) -> dict:
         upper=upper,
         upper2=_colour(rng, exclude=(upper, )),
         pattern=pattern,
-        pattern_freq=int(rng.integers(3, 8)),
+        pattern_freq=int(rng.integers(3, 7)),
         pattern_phase=rng.uniform(0, 1),
         pattern_split=rng.uniform(0.35, 0.65),
         logo_shape=LOGO_SHAPES[rng.integers(len(LOGO_SHAPES))],
@@ -172,8 +177,8 @@ def sample_camera(rng: np.random.Generator) -> dict:
     views = rng.dirichlet((0.7, 0.7, 0.4, 0.4))
     return dict(
         gain=np.exp(rng.normal(0, CAMERA_TINT, size=3)),
-        exposure=rng.uniform(0.8, 1.15),
-        gamma=rng.uniform(0.85, 1.2),
+        exposure=rng.uniform(0.85, 1.15),
+        gamma=rng.uniform(0.9, 1.15),
         saturation=rng.uniform(0.7, 1.1),
         contrast=rng.uniform(0.8, 1.1),
         light_slope=rng.uniform(-0.25, 0.25),
@@ -182,8 +187,8 @@ def sample_camera(rng: np.random.Generator) -> dict:
         horizon=rng.uniform(0.5, 0.8),
         texture=BACKGROUND_TEXTURES[rng.integers(len(BACKGROUND_TEXTURES))],
         texture_period=rng.uniform(3, 12),
-        texture_contrast=rng.uniform(0.03, 0.12),
-        scale=rng.uniform(0.82, 0.95),
+        texture_contrast=rng.uniform(0.03, 0.1),
+        scale=rng.uniform(0.85, 0.96),
         y_shift=rng.uniform(-0.04, 0.04),
         views=views,
         blur=rng.uniform(0.0, 0.9),
@@ -482,7 +487,7 @@ def _background(rng: np.random.Generator, cam: dict, xx: np.ndarray,
         x0, y0 = rng.uniform(-0.2, 1.0) * w, rng.uniform(0, 0.9) * h
         bw, bh = rng.uniform(0.1, 0.5) * w, rng.uniform(0.05, 0.4) * h
         m = (xx >= x0) & (xx < x0 + bw) & (yy >= y0) & (yy < y0 + bh)
-        img[m] = 0.4 * img[m] + 0.6 * rng.uniform(0.05, 0.95, size=3)
+        img[m] = 0.5 * img[m] + 0.5 * rng.uniform(0.05, 0.95, size=3)
     return img
 
 
@@ -736,6 +741,10 @@ def generate_synthetic_reid(out_dir: str,
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(
         prefix=osp.basename(out_dir) + '.partial-', dir=parent)
+    # mkdtemp makes a private (0700) directory; the tree is for everyone.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
     try:
         counts = _write_tree(tmp, params)
         with open(osp.join(tmp, META_FILE), 'w') as f:
@@ -774,8 +783,8 @@ def _write_tree(root: str, params: dict) -> dict:
     namer = _Namer()
 
     def save(img: Image.Image, split: str, name: str, cam: int) -> None:
-        img.save(osp.join(root, split, name),
-                 quality=cams[cam]['jpeg_quality'])
+        img.save(
+            osp.join(root, split, name), quality=cams[cam]['jpeg_quality'])
 
     n_query = n_gallery = 0
     for split_ids, is_test in ((train_ids, False), (test_ids, True)):
@@ -786,8 +795,9 @@ def _write_tree(root: str, params: dict) -> dict:
             for k, cam in enumerate(cam_of):
                 rng = _rng(seed, _IMAGE, pid, k)
                 # Passers-by are people outside both splits.
-                passer = (sample_identity(_rng(seed, _PASSER, pid, k))
-                          if rng.random() < PASSER_BY_RATE else None)
+                passer = (
+                    sample_identity(_rng(seed, _PASSER, pid, k))
+                    if rng.random() < PASSER_BY_RATE else None)
                 img = render_image(ident, cams[cam], rng, size, passer)
                 first_in_cam = cam not in tracks
                 name = namer(rng, pid, cam, tracks.setdefault(cam, {}))
