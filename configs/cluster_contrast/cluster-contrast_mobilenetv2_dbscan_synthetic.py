@@ -13,13 +13,13 @@ data_root = 'data/synthetic_reid/'
 data_source = dict(data_root=data_root)
 train_dataloader = dict(
     batch_size=64,
-    sampler=dict(num_instances=8, batch_size=64, iters_per_epoch=30),
+    sampler=dict(num_instances=8, batch_size=64, iters_per_epoch=40),
     dataset=data_source)
 cluster_dataloader = dict(dataset=data_source)
 val_dataloader = dict(dataset=data_source)
 test_dataloader = val_dataloader
 
-train_cfg = dict(max_epochs=8, val_interval=8)
-param_scheduler = dict(milestones=[6])
+train_cfg = dict(max_epochs=14, val_interval=14)
+param_scheduler = dict(milestones=[11])
 default_hooks = dict(
-    logger=dict(interval=10), checkpoint=dict(interval=8, max_keep_ckpts=1))
+    logger=dict(interval=10), checkpoint=dict(interval=14, max_keep_ckpts=1))
