@@ -8,6 +8,7 @@ from mmengine.model import is_model_wrapper
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from mmcc.apis import extract_features
+from mmcc.clustering import cluster_features
 from mmcc.registry import HOOKS
 
 
@@ -125,8 +126,6 @@ class PseudoLabelHook(Hook):
     def before_train_epoch(self, runner) -> None:
         if runner.epoch % self.interval != 0:
             return
-        from mmcc.clustering import cluster_features
-
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
         dataloader = self._build_dataloader(runner)
