@@ -109,6 +109,76 @@ def test_approximate_knn_is_canonical_and_close(method):
     assert recall > 0.9
 
 
+def test_screen_error_bound_holds_for_bf16_products():
+    # bf16 screen vs float64 truth, rows of uneven norm and a dominant
+    # coordinate (the worst case of the per-product rounding).
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((300, 256)) * rng.uniform(0.2, 3.0, (300, 1))
+    x[:20, 0] += 40
+    truth = x @ x.T
+    xb = torch.from_numpy(x.astype(np.float32)).bfloat16()
+    screen = (xb @ xb.T).double().numpy()
+    norms = np.linalg.norm(x, axis=1)
+    bound = knn_module.screen_error_bound(256) * np.outer(norms, norms)
+    err = np.abs(screen - truth)
+    assert (err <= bound).all()
+    # and it is not vacuous: the screen does err by a good part of it
+    assert (err / bound).max() > 0.05
+
+
+def test_screened_knn_equals_exact_search():
+    feats, _ = planted(num_clusters=30, size=40, dim=64, spread=0.8, seed=2)
+    exact_ids, exact_sims = knn_search(feats, 30, method='exact',
+                                       backend='torch')
+    ids, sims = knn_search(feats, 30, method='screened', backend='torch')
+    np.testing.assert_array_equal(ids, exact_ids)
+    np.testing.assert_allclose(sims, exact_sims, atol=1e-6)
+
+
+def test_screened_knn_falls_back_where_it_cannot_certify():
+    # Duplicates and quantised values: many rows tie across the screen's
+    # resolution, so they must be searched again in float32 and still come
+    # out canonical and exact.
+    feats = with_ties_and_duplicates()
+    redone = []
+
+    def fallback(x, rows, k):
+        redone.append(rows)
+        return knn_module._exact_queries_torch(x, rows, k)
+
+    sims, ids, num_redone = knn_module._exact_screened(
+        feats, 10, extra=2, fallback=fallback)
+    assert num_redone > 0 and len(np.concatenate(redone)) == num_redone
+    got, got_sims = knn_module.canonical_neighbours(feats, ids, sims, 10)
+    want, want_sims = knn_search(feats, 10, method='exact', backend='torch')
+    np.testing.assert_allclose(got_sims, want_sims, atol=1e-6)
+    # equal similarities may be ordered differently by the two float32
+    # kernels, but every row has the same similarity profile and self first
+    np.testing.assert_array_equal(got[:, 0], np.arange(len(feats)))
+    # all points identical: nothing can be certified, all rows redone
+    same = unit(np.ones((40, 8)))
+    sims, ids, num_redone = knn_module._exact_screened(same, 5, extra=3)
+    assert num_redone == 40
+    got, _ = knn_module.canonical_neighbours(same, ids, sims, 5)
+    np.testing.assert_array_equal(got[7], [7, 0, 1, 2, 3])
+
+
+def test_auto_knn_method_screens_only_large_cpu_sets(monkeypatch):
+    small = np.zeros((100, 4), np.float32)
+    large = np.zeros((knn_module._SCREEN_MIN_POINTS, 4), np.float32)
+    monkeypatch.setattr(knn_module, 'bf16_matmul_is_fast', lambda: True)
+    assert knn_module.resolve_knn_method('auto', small) == 'exact'
+    assert knn_module.resolve_knn_method('auto', large) == 'screened'
+    assert knn_module.resolve_knn_method('ivf', large) == 'ivf'
+    monkeypatch.setattr(knn_module, '_faiss_gpu_count', lambda: 1)
+    assert knn_module.resolve_knn_method('auto', large) == 'exact'
+    assert knn_module.resolve_knn_method('auto', large,
+                                         backend='torch') == 'screened'
+    monkeypatch.setattr(knn_module, 'bf16_matmul_is_fast', lambda: False)
+    assert knn_module.resolve_knn_method('auto', large,
+                                         backend='torch') == 'exact'
+
+
 # ----------------------------------------------------------------- Jaccard
 
 

@@ -104,7 +104,7 @@ def infomap_labels(features: ArrayLike,
                    k2: int = 4,
                    min_sim: float = 0.5,
                    seed: int = 1,
-                   knn: str = 'exact',
+                   knn: str = 'auto',
                    knn_backend: str = 'auto') -> np.ndarray:
     """Infomap communities of the cosine kNN graph (the reference's variant).
 
@@ -282,7 +282,7 @@ def cluster_features(features: ArrayLike, cfg: dict) -> np.ndarray:
     knn_backend`` go to :func:`jaccard_distance`)::
 
         dict(type='dbscan', eps=0.6, min_samples=4, k1=30, k2=6,
-             mode='sparse', knn='exact')
+             mode='sparse', knn='auto')
         dict(type='infomap', k1=15, k2=4, min_sim=0.5, seed=1)
         dict(type='hdbscan', k1=30, k2=6, min_cluster_size=4)
 

@@ -393,7 +393,7 @@ def jaccard_distance(features: ArrayLike,
                      k1: int = 30,
                      k2: int = 6,
                      mode: str = 'sparse',
-                     knn: str = 'exact',
+                     knn: str = 'auto',
                      knn_backend: str = 'auto',
                      rank: Optional[np.ndarray] = None
                      ) -> Union[sp.csr_matrix, np.ndarray]:
@@ -406,8 +406,8 @@ def jaccard_distance(features: ArrayLike,
         k2: Size of the local query expansion, itself included (clamped).
         mode: ``'sparse'`` (default) or ``'dense'`` (reference baseline,
             O(N^2) memory), see the module docstring.
-        knn: kNN method, ``'exact'``, ``'hnsw'`` or ``'ivf'``
-            (:func:`mmcc.clustering.knn_search`).
+        knn: kNN method, ``'auto'``, ``'exact'``, ``'screened'``,
+            ``'hnsw'`` or ``'ivf'`` (:func:`mmcc.clustering.knn_search`).
         knn_backend: ``'auto'``, ``'faiss'`` or ``'torch'``.
         rank: Optional precomputed (N, >= min(k1, N)) kNN lists in the
             canonical order of :func:`knn_search` (self first), e.g. to run
