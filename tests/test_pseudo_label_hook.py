@@ -30,12 +30,24 @@ def test_pseudo_label_stats_counts_quantiles_and_agreement():
         normalized_mutual_info_score(true_ids[kept], labels[kept]))
     assert stats['ari'] == pytest.approx(
         adjusted_rand_score(true_ids[kept], labels[kept]))
+    # over all points, the two outliers become singleton clusters 3 and 4
+    singletons = np.array([0, 0, 0, 1, 1, 3, 4, 2])
+    assert stats['nmi_all'] == pytest.approx(
+        normalized_mutual_info_score(true_ids, singletons))
+    assert stats['ari_all'] == pytest.approx(
+        adjusted_rand_score(true_ids, singletons))
+    assert stats['nmi_all'] != pytest.approx(stats['nmi'])
 
 
 def test_pseudo_label_stats_without_true_ids_or_clusters():
     stats = pseudo_label_stats(np.array([-1, -1, -1]))
     assert stats['num_clusters'] == 0 and stats['outlier_ratio'] == 1.0
     assert 'nmi' not in stats
+    # all noise with true ids: no clustered pair, but the all-points scores
+    # are defined (every point a singleton)
+    stats = pseudo_label_stats(np.array([-1, -1, -1]), np.array([1, 1, 2]))
+    assert 'nmi' not in stats
+    assert stats['ari_all'] == pytest.approx(0.0)
 
 
 def test_hook_refuses_a_missing_dataloader_field():

@@ -108,7 +108,7 @@ def main():
 
     lines = [f'{args.config}: {total:.1f} min, exit code {code}',
              f'{"epoch":>5} {"min":>6} {"clusters":>8} {"outliers":>8} '
-             f'{"NMI":>6} {"ARI":>6} {"mAP":>6} {"top1":>6} {"eval@min":>8}']
+             f'{"NMI":>6} {"ARI":>6} {"NMIall":>6} {"ARIall":>6} {"mAP":>6} {"top1":>6} {"eval@min":>8}']
     for epoch in sorted(epochs):
         e = epochs[epoch]
 
@@ -120,7 +120,8 @@ def main():
         lines.append(
             f'{epoch:5d} {fmt("minutes_at_clustering", width=6)} '
             f'{e.get("num_clusters", "-"):>8} {e.get("num_outliers", "-"):>8} '
-            f'{fmt("nmi")} {fmt("ari")} {fmt("reid/mAP")} {fmt("reid/top1")} '
+            f'{fmt("nmi")} {fmt("ari")} {fmt("nmi_all")} {fmt("ari_all")} '
+            f'{fmt("reid/mAP")} {fmt("reid/top1")} '
             f'{fmt("minutes_at_eval", width=8)}')
     text = '\n'.join(lines)
     with open(osp.join(args.work_dir, 'report.txt'), 'w') as f:

@@ -44,7 +44,11 @@ def pseudo_label_stats(labels: np.ndarray,
         dict: ``num_clusters``, ``num_outliers``, ``outlier_ratio``,
         cluster-size quantiles ``size_min/q25/median/q75/max`` and, with true
         identities, ``nmi`` and ``ari`` of the clustered points (outliers are
-        left out of those two and counted by ``outlier_ratio``).
+        left out of those two and counted by ``outlier_ratio``) and
+        ``nmi_all`` and ``ari_all`` over every point, each outlier its own
+        singleton cluster. The first pair rewards clustering fewer, purer
+        points, so it is not comparable between epochs whose outlier shares
+        differ; the second pair covers the same N points every epoch.
     """
     labels = np.asarray(labels)
     clustered = labels >= 0
@@ -60,11 +64,20 @@ def pseudo_label_stats(labels: np.ndarray,
         size_median=float(q[2]),
         size_q75=float(q[3]),
         size_max=float(q[4]))
-    if true_ids is not None and clustered.sum() > 1:
-        true_ids = np.asarray(true_ids)[clustered]
+    if true_ids is None:
+        return stats
+    true_ids = np.asarray(true_ids)
+    if clustered.sum() > 1:
         stats['nmi'] = float(
-            normalized_mutual_info_score(true_ids, labels[clustered]))
-        stats['ari'] = float(adjusted_rand_score(true_ids, labels[clustered]))
+            normalized_mutual_info_score(true_ids[clustered],
+                                         labels[clustered]))
+        stats['ari'] = float(
+            adjusted_rand_score(true_ids[clustered], labels[clustered]))
+    singletons = labels.copy()
+    singletons[~clustered] = stats['num_clusters'] + np.arange(
+        stats['num_outliers'])
+    stats['nmi_all'] = float(normalized_mutual_info_score(true_ids, singletons))
+    stats['ari_all'] = float(adjusted_rand_score(true_ids, singletons))
     return stats
 
 
