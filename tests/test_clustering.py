@@ -135,6 +135,18 @@ def test_screened_knn_equals_exact_search():
     np.testing.assert_allclose(sims, exact_sims, atol=1e-6)
 
 
+def test_screened_knn_in_uneven_chunks(monkeypatch):
+    # Screen blocks of 7 rows and re-scoring steps of 3 rows: neither
+    # divides N = 100, so every last chunk is short.
+    feats, _ = planted(num_clusters=10, size=9, dim=16, spread=0.8, seed=4)
+    monkeypatch.setattr(knn_module, '_GATHER_BYTES', 3 * 4 * 12 * 16)
+    sims, ids, _ = knn_module._exact_screened(
+        feats, 5, block_bytes=7 * 2 * len(feats), extra=7)
+    got, _ = knn_module.canonical_neighbours(feats, ids, sims, 5)
+    want, _ = knn_search(feats, 5, method='exact', backend='torch')
+    np.testing.assert_array_equal(got, want)
+
+
 def test_screened_knn_falls_back_where_it_cannot_certify():
     # Duplicates and quantised values: many rows tie across the screen's
     # resolution, so they must be searched again in float32 and still come

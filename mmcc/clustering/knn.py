@@ -180,7 +180,7 @@ def _exact_screened(x: np.ndarray, k: int,
         screen, cand = block.topk(m, dim=1)
         del block
         exact = torch.cat([
-            torch.einsum('rd,rmd->rm', xt[lo:lo + sub],
+            torch.einsum('rd,rmd->rm', xt[lo:min(lo + sub, stop)],
                          xt[cand[lo - start:lo - start + sub]])
             for lo in range(start, stop, sub)
         ])
