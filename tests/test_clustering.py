@@ -115,15 +115,17 @@ def test_screen_error_bound_holds_for_bf16_products():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((300, 256)) * rng.uniform(0.2, 3.0, (300, 1))
     x[:20, 0] += 40
-    truth = x @ x.T
-    xb = torch.from_numpy(x.astype(np.float32)).bfloat16()
+    x = x.astype(np.float32)
+    truth = x.astype(np.float64) @ x.T.astype(np.float64)
+    xt = torch.from_numpy(x)
+    xb = xt.bfloat16()
     screen = (xb @ xb.T).double().numpy()
-    norms = np.linalg.norm(x, axis=1)
-    bound = knn_module.screen_error_bound(256) * np.outer(norms, norms)
+    base, rel = knn_module.screen_error_bound(xt, xb)
+    bound = base.double().numpy()[:, None] + rel * np.abs(screen)
     err = np.abs(screen - truth)
     assert (err <= bound).all()
     # and it is not vacuous: the screen does err by a good part of it
-    assert (err / bound).max() > 0.05
+    assert (err / bound).max() > 0.2
 
 
 def test_screened_knn_equals_exact_search():
@@ -145,6 +147,18 @@ def test_screened_knn_in_uneven_chunks(monkeypatch):
     got, _ = knn_module.canonical_neighbours(feats, ids, sims, 5)
     want, _ = knn_search(feats, 5, method='exact', backend='torch')
     np.testing.assert_array_equal(got, want)
+
+
+def test_rescore_without_faiss_matches(monkeypatch):
+    feats, _ = planted(num_clusters=5, size=8, dim=16, seed=5)
+    ids = np.random.default_rng(0).integers(0, len(feats), (len(feats), 6))
+    want = np.einsum('nd,nmd->nm', feats.astype(np.float64), feats[ids])
+    np.testing.assert_allclose(knn_module.rescore(feats, ids), want,
+                               atol=1e-6)
+    monkeypatch.setattr(knn_module, 'faiss', None)
+    monkeypatch.setattr(knn_module, '_GATHER_BYTES', 3 * 4 * 6 * 16)
+    np.testing.assert_allclose(knn_module.rescore(feats, ids), want,
+                               atol=1e-6)
 
 
 def test_screened_knn_falls_back_where_it_cannot_certify():

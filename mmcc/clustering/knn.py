@@ -32,9 +32,9 @@ except ImportError:  # pragma: no cover - exercised by patching in tests
 ArrayLike = Union[np.ndarray, torch.Tensor]
 
 # Bytes of the (chunk, N) similarity block of the torch fallback.
-_TORCH_BLOCK_BYTES = 256 * 2**20
+_TORCH_BLOCK_BYTES = 32 * 2**20
 # Bytes of the (rows, m, D) candidate features re-scored at once.
-_GATHER_BYTES = 64 * 2**20
+_GATHER_BYTES = 16 * 2**20
 
 
 def as_float32_numpy(features: ArrayLike) -> np.ndarray:
@@ -108,20 +108,147 @@ def _exact_torch(features: ArrayLike, k: int,
     return sims, ids
 
 
-def screen_error_bound(dim: int) -> float:
-    """Bound on ``|bf16 screen - exact|`` per unit of ``|q| |x|``.
+# bfloat16's unit roundoff (8-bit significand, round to nearest even).
+_BF16_UNIT = 2.0**-8
 
-    The screen rounds both (D,) operands to bfloat16 (unit roundoff
-    u = 2^-8: each product is off by at most (2u + u^2) |q_i x_i|, and
-    sum_i |q_i x_i| <= |q| |x|), accumulates the D products in float32
-    (gamma_D = D 2^-24 / (1 - D 2^-24) of the absolute sum) and rounds the
-    result to bfloat16 (u again). About 0.0119 |q| |x| at D = 2,048.
+
+def screen_error_bound(x: torch.Tensor, xb: torch.Tensor
+                       ) -> Tuple[torch.Tensor, float]:
+    """How far a bfloat16 screen score can be from the float32 product.
+
+    The screen multiplies ``xb`` (``x`` rounded to bfloat16), accumulates in
+    float32 and rounds the result to bfloat16. For every pair (i, j)::
+
+        |screen_ij - <x_i, x_j>| <= base_i + rel * |screen_ij|
+
+    from three rigorous terms: the inputs' rounding, by Cauchy-Schwarz on
+    the measured rounding errors ``e = x - xb`` (|<xb_i, e_j>| +
+    |<e_i, x_j>|, with the largest norms over j); the float32 accumulation of
+    D exact bf16 products (gamma_D |xb_i| |xb_j|); the output's rounding to
+    bfloat16 (``rel = u / (1 - u)``, u = 2^-8). Plus 1e-6 of slack for
+    subnormal inputs, which bfloat16 kernels may flush to zero. At D = 2,048
+    on unit rows the base is about 0.005, against 0.008 from the coarser
+    ``2u |x_i| |x_j|`` input bound.
+
+    Args:
+        x: (N, D) float32 features.
+        xb: (N, D) ``x`` in bfloat16.
+
+    Returns:
+        ``(base, rel)``: (N,) float32 tensor and a float.
     """
-    u = 2.0**-8
+    n, dim = x.shape
+    norms, rounded_norms, error_norms = torch.empty(3, n)
+    # Chunks through preallocated buffers: temporaries freed between
+    # small kept results would fragment the heap (measured: +0.5 GB RSS).
+    step = min(n, 256)
+    rounded, error = torch.empty(step, dim), torch.empty(step, dim)
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        rows = hi - lo
+        rounded[:rows].copy_(xb[lo:hi])
+        torch.sub(x[lo:hi], rounded[:rows], out=error[:rows])
+        torch.linalg.vector_norm(x[lo:hi], dim=1, out=norms[lo:hi])
+        torch.linalg.vector_norm(rounded[:rows], dim=1,
+                                 out=rounded_norms[lo:hi])
+        torch.linalg.vector_norm(error[:rows], dim=1, out=error_norms[lo:hi])
     gamma = dim * 2.0**-24 / (1 - dim * 2.0**-24)
-    products = 2 * u + u * u
-    accumulated = products + gamma * (1 + u)**2
-    return accumulated + u * (1 + accumulated)
+    base = (rounded_norms * error_norms.max() + error_norms * norms.max() +
+            gamma * rounded_norms * rounded_norms.max()) * (1 + 1e-6) + 1e-6
+    return base, _BF16_UNIT / (1 - _BF16_UNIT)
+
+
+def _merge_top(values: torch.Tensor, ids: torch.Tensor, scores: torch.Tensor,
+               first_column: int) -> None:
+    """Fold a block of scores into running top-m lists, in place.
+
+    Args:
+        values: (R, m) float32 running best scores, descending.
+        ids: (R, m) int64 their column ids.
+        scores: (R, C) scores of the same R rows against columns
+            ``first_column .. first_column + C - 1``.
+    """
+    m = values.shape[1]
+    step = 2048  # rows at a time: bounded temporaries
+    for lo in range(0, scores.shape[0], step):
+        top, cols = scores[lo:lo + step].topk(min(m, scores.shape[1]), dim=1)
+        merged = torch.cat([values[lo:lo + step], top.float()], dim=1)
+        merged_ids = torch.cat([ids[lo:lo + step], cols + first_column],
+                               dim=1)
+        best, pos = merged.topk(m, dim=1)
+        values[lo:lo + step] = best
+        ids[lo:lo + step] = merged_ids.gather(1, pos)
+
+
+def bf16_screen(xb: torch.Tensor, m: int, block_bytes: int = _TORCH_BLOCK_BYTES
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The m other points of largest bfloat16 inner product, for every point.
+
+    The product is symmetric, so only the panels on and above the diagonal
+    are computed (about half of the N x N product): panel ``I`` holds the
+    rows ``I`` against every column from ``I``'s first on; it gives the
+    rows of ``I`` their candidates among those columns, and its transpose
+    gives every later row its candidates among the columns ``I``.
+
+    Args:
+        xb: (N, D) bfloat16 features, N > m.
+        m: Candidates per row (the point itself is never one).
+        block_bytes: Bytes of one (rows, N) bfloat16 panel.
+
+    Returns:
+        (N, m) float32 screen scores, descending, and (N, m) int64 ids.
+    """
+    n = xb.shape[0]
+    values = torch.full((n, m), -float('inf'))
+    ids = torch.zeros((n, m), dtype=torch.long)
+    rows = max(1, min(n, block_bytes // (2 * n)))
+    # Two reused buffers: panels of shrinking size allocated afresh would
+    # fragment the heap and hold on to several times their size.
+    panel_buffer = torch.empty(rows * n, dtype=xb.dtype)
+    transposed_buffer = torch.empty(rows * n, dtype=xb.dtype)
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        height, width = stop - start, n - start
+        panel = panel_buffer[:height * width].view(height, width)
+        torch.mm(xb[start:stop], xb[start:].T, out=panel)
+        diagonal = torch.arange(height)
+        panel[diagonal, diagonal] = -float('inf')  # the point itself
+        _merge_top(values[start:stop], ids[start:stop], panel, start)
+        if stop < n:
+            transposed = transposed_buffer[:(n - stop) * height].view(
+                n - stop, height)
+            transposed.copy_(panel[:, height:].T)
+            _merge_top(values[stop:], ids[stop:], transposed, start)
+    return values, ids
+
+
+def rescore(x: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Float32 inner products of every row with its candidates.
+
+    Args:
+        x: (N, D) float32 features.
+        ids: (N, m) int64 candidate ids, all valid.
+
+    Returns:
+        (N, m) float32, ``out[i, j] = <x[i], x[ids[i, j]]>``.
+    """
+    n, m = ids.shape
+    out = np.empty((n, m), np.float32)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    if faiss is not None and hasattr(faiss, 'fvec_inner_products_by_idx'):
+        # Why faiss: it reads the candidate rows in place; a torch gather
+        # copies (N, m, D) floats first and measured 7x slower here.
+        faiss.fvec_inner_products_by_idx(
+            faiss.swig_ptr(out), faiss.swig_ptr(x), faiss.swig_ptr(x),
+            faiss.swig_ptr(ids), x.shape[1], n, m)
+        return out
+    xt = torch.from_numpy(x)
+    step = max(1, _GATHER_BYTES // (4 * m * x.shape[1]))
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        gathered = xt[torch.from_numpy(ids[lo:hi])]  # (rows, m, D)
+        out[lo:hi] = torch.bmm(gathered, xt[lo:hi, :, None])[..., 0].numpy()
+    return out
 
 
 def _exact_screened(x: np.ndarray, k: int,
@@ -132,12 +259,14 @@ def _exact_screened(x: np.ndarray, k: int,
 
     Why: the brute-force search is a (N, D) x (D, N) product, and on CPUs
     with AVX512-BF16 or AMX a bfloat16 product runs at 2-4 times the float32
-    rate (measured 2.3x here, 2 cores with AVX512-BF16). The screen's error
-    is bounded (:func:`screen_error_bound`), so exactness is kept by:
+    rate (measured 3x here, 2 cores with AVX512-BF16); the screen also
+    computes only half of the symmetric product (:func:`bf16_screen`). The
+    screen's error is bounded (:func:`screen_error_bound`), so exactness is
+    kept by:
 
     1. screening, for every row, the ``m = k - 1 + extra`` other points of
        largest bfloat16 inner product (the point itself is left out);
-    2. re-scoring those m candidates in float32;
+    2. re-scoring those m candidates in float32 (:func:`rescore`);
     3. certifying the row when its (k-1)-th best float32 score exceeds the
        m-th screen score plus the bound: no point outside the candidates can
        then reach the (k-1) best. Rows not certified (points packed closer
@@ -147,52 +276,41 @@ def _exact_screened(x: np.ndarray, k: int,
     Args:
         x: (N, D) float32 features, N >= 2.
         k: Entries per row, the point itself included (k <= N).
-        block_bytes: Bytes of one (rows, N) bfloat16 screen block.
-        extra: Candidates screened beyond the k - 1 needed (default
-            max(16, k)).
+        block_bytes: Bytes of one (rows, N) bfloat16 screen panel.
+        extra: Candidates screened beyond the k - 1 needed (default 32).
         fallback: ``f(x, rows, k) -> (sims, ids)``, the float32 search for
             the queries ``x[rows]`` (default: faiss when available, else a
             float32 matmul).
 
     Returns:
-        ``(sims, ids, num_fallback)``: (N, m) float32 scores and int64 ids of
-        candidate lists ready for :func:`canonical_neighbours`, and how many
-        rows needed the float32 search.
+        ``(sims, ids, num_fallback)``: (N, m + 1) float32 scores and int64
+        ids (-1: no entry) of candidate lists ready for
+        :func:`canonical_neighbours`, and how many rows needed the float32
+        search.
     """
-    n, dim = x.shape
-    m = min(n - 1, k - 1 + (max(16, k) if extra is None else extra))
+    n = x.shape[0]
+    m = min(n - 1, k - 1 + (32 if extra is None else extra))
     xt = torch.from_numpy(x)
-    norms = xt.norm(dim=1)
-    bound = screen_error_bound(dim) * norms * norms.max()
     xb = xt.to(torch.bfloat16)
-    chunk = max(1, min(n, block_bytes // (2 * n)))
-    # Rows per float32 re-scoring step: (rows, m, D) gathered candidates.
-    sub = max(1, _GATHER_BYTES // (4 * m * dim))
+    base, rel = screen_error_bound(xt, xb)
+    screen, cand = bf16_screen(xb, m, block_bytes)
+    del xb
+    threshold = screen[:, -1]  # no other point screened above it
+    # Largest float32 product a point outside the candidates can have.
+    reach = (threshold + base + rel * threshold.abs()).numpy()
+    cand = cand.numpy()
+    exact = rescore(x, cand)
     # One spare column: the float32 fallback returns the point itself too.
     ids = np.full((n, m + 1), -1, np.int64)
     sims = np.full((n, m + 1), -np.inf, np.float32)
-    uncertain = np.zeros(n, bool)
-    for start in range(0, n, chunk):
-        stop = min(n, start + chunk)
-        rows = torch.arange(start, stop)
-        block = xb[start:stop] @ xb.T
-        block[rows - start, rows] = -float('inf')  # the point itself
-        screen, cand = block.topk(m, dim=1)
-        del block
-        exact = torch.cat([
-            torch.einsum('rd,rmd->rm', xt[lo:min(lo + sub, stop)],
-                         xt[cand[lo - start:lo - start + sub]])
-            for lo in range(start, stop, sub)
-        ])
-        ids[start:stop, :m] = cand.numpy()
-        sims[start:stop, :m] = exact.numpy()
-        # Certain without a check: k = 1 (the point alone) or every other
-        # point a candidate.
-        if 1 < k and m < n - 1:
-            kth = exact.topk(k - 1, dim=1).values[:, -1]
-            threshold = screen[:, -1].float() + bound[start:stop]
-            uncertain[start:stop] = (kth <= threshold).numpy()
-    redo = np.flatnonzero(uncertain)
+    ids[:, :m], sims[:, :m] = cand, exact
+    # Certain without a check: k = 1 (the point alone) or every other point
+    # a candidate.
+    if 1 < k and m < n - 1:
+        kth = -np.partition(-exact, k - 2, axis=1)[:, k - 2]
+        redo = np.flatnonzero(kth <= reach)
+    else:
+        redo = np.zeros(0, np.int64)
     if len(redo):
         redo_sims, redo_ids = (fallback or _exact_queries)(x, redo, m + 1)
         sims[redo], ids[redo] = redo_sims, redo_ids
