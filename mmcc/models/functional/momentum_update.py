@@ -41,6 +41,9 @@ feature (ties: the earliest in the batch, like ``argmin``). The clusters do
 not interact, so this is a segmented argmin (two ``scatter_reduce`` calls)
 followed by one batched update.
 """
+from typing import Tuple
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -92,54 +95,65 @@ def momentum_update(memory: Tensor,
     with torch.no_grad():
         queries = queries.detach().to(memory.device, memory.dtype)
         labels = labels.to(memory.device, torch.long)
+        if mode == 'mean':
+            _sequential_mean_update(memory, queries, labels, momentum)
+            return memory
         # Outliers are dropped from the (small) label vector only; queries
         # are read through `rows`, never copied by a boolean mask.
         rows = torch.nonzero(labels >= 0).squeeze(1)
-        if rows.numel() == 0:
-            return memory
-        if mode == 'mean':
-            _sequential_mean_update(memory, queries, labels, rows, momentum)
-        else:
+        if rows.numel() > 0:
             _hardest_positive_update(memory, queries, labels, rows, momentum)
     return memory
 
 
+def _scan_layout(labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray, list]:
+    """Order of the mean-mode scan, from the batch's labels (host arrays).
+
+    Args:
+        labels: (B,) int cluster ids, negative for outliers.
+
+    Returns:
+        ``scan_rows`` (B',) batch indices sorted by (position in cluster,
+        cluster rank); ``ranked_clusters`` (C,) cluster ids by decreasing
+        count in the batch (ties by id); ``sizes`` their counts (list).
+    """
+    rows = np.flatnonzero(labels >= 0)
+    clusters, group, counts = np.unique(
+        labels[rows], return_inverse=True, return_counts=True)
+    by_size = np.argsort(-counts, kind='stable')
+    cluster_rank = np.empty_like(by_size)
+    cluster_rank[by_size] = np.arange(by_size.size)
+    rank = cluster_rank[group]  # (B',) per sample
+    sizes = counts[by_size]
+    # Position of each sample within its cluster, in batch order.
+    by_rank = np.argsort(rank, kind='stable')
+    starts = np.cumsum(sizes) - sizes
+    position = np.empty_like(rank)
+    position[by_rank] = np.arange(rows.size) - starts[rank[by_rank]]
+    scan_order = np.argsort(position * clusters.size + rank, kind='stable')
+    return rows[scan_order], clusters[by_size], sizes.tolist()
+
+
 def _sequential_mean_update(memory: Tensor, queries: Tensor, labels: Tensor,
-                            rows: Tensor, m: float) -> None:
+                            m: float) -> None:
     """Scan over position-in-cluster, vectorised across clusters.
 
-    Shapes: memory (K, D), queries (B, D), labels (B,), rows (B',) the
-    indices of the queries to apply (labels >= 0), in batch order.
+    Shapes: memory (K, D), queries (B, D), labels (B,), negative labels
+    ignored. The scan's layout is computed on the host from the B labels
+    (the loop bounds need them there anyway): one device-to-host copy
+    instead of a dozen tiny sorting kernels.
     """
-    num_samples = rows.numel()
-    clusters, group, counts = torch.unique(
-        labels.index_select(0, rows), return_inverse=True, return_counts=True)
-    num_clusters = clusters.numel()
-
-    # Rank clusters by count, largest first (stable: ties by label).
-    by_size = torch.argsort(counts, descending=True, stable=True)
-    rank = torch.argsort(by_size).index_select(0, group)  # (B',) per sample
-    sizes = counts.index_select(0, by_size)  # (C,) non-increasing
-
-    # Position of each sample within its cluster, in batch order.
-    by_rank = torch.argsort(rank, stable=True)
-    starts = torch.cumsum(sizes, 0) - sizes
-    position = torch.empty_like(rank)
-    position[by_rank] = torch.arange(
-        num_samples, device=rows.device) - starts.index_select(
-            0, rank.index_select(0, by_rank))
-
+    scan_rows, ranked, host_sizes = _scan_layout(labels.cpu().numpy())
+    if scan_rows.size == 0:
+        return
+    device = memory.device
+    ranked_clusters = torch.from_numpy(ranked).to(device)
     # Sorted by (position, rank): step j's queries are one contiguous slice
     # whose rows line up with cluster ranks 0 .. A_j - 1.
-    scan_order = torch.argsort(position * num_clusters + rank)
-    scan_queries = queries.index_select(0, rows.index_select(0, scan_order))
-
-    # The only host synchronisation besides the outlier filter: the loop
-    # bounds.
-    host_sizes = sizes.tolist()
-    ranked_clusters = clusters.index_select(0, by_size)
+    scan_queries = queries.index_select(
+        0, torch.from_numpy(scan_rows).to(device))
     state = memory.index_select(0, ranked_clusters)  # (C, D), a copy
-    offset, active = 0, num_clusters
+    offset, active = 0, len(host_sizes)
     for step in range(host_sizes[0]):
         while host_sizes[active - 1] <= step:
             active -= 1
