@@ -170,7 +170,7 @@ def test_screened_knn_falls_back_where_it_cannot_certify():
 
     def fallback(x, rows, k):
         redone.append(rows)
-        return knn_module._exact_queries_torch(x, rows, k)
+        return knn_module._exact_torch(x, k, rows)
 
     sims, ids, num_redone = knn_module._exact_screened(
         feats, 10, extra=2, fallback=fallback)

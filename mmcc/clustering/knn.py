@@ -85,26 +85,36 @@ def _exact_faiss(x: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def _exact_torch(features: ArrayLike, k: int,
+                 rows: Optional[np.ndarray] = None,
                  block_bytes: int = _TORCH_BLOCK_BYTES
                  ) -> Tuple[np.ndarray, np.ndarray]:
     """Exact inner-product search by chunked matmul + top-k.
 
-    Runs on the device of ``features`` when it is a tensor; peak extra memory
-    is one (chunk, N) similarity block of about ``block_bytes``.
+    Searches the queries ``features[rows]`` (every row when ``rows`` is
+    None) against all of ``features``. Runs on the device of ``features``
+    when it is a tensor; peak extra memory is one (chunk, N) similarity
+    block of about ``block_bytes``.
+
+    Returns:
+        (Q, k) float32 sims and (Q, k) int64 ids, Q the number of queries.
     """
     if isinstance(features, torch.Tensor):
         x = features.detach().float()
     else:
         x = torch.from_numpy(as_float32_numpy(features))
     n = x.shape[0]
+    query_rows = None if rows is None else torch.as_tensor(
+        rows, device=x.device)
+    num_queries = n if rows is None else len(rows)
     chunk = max(1, min(n, block_bytes // (4 * max(n, 1))))
-    sims = np.empty((n, k), np.float32)
-    ids = np.empty((n, k), np.int64)
-    for start in range(0, n, chunk):
-        block = x[start:start + chunk] @ x.T
-        val, idx = block.topk(k, dim=1)
-        sims[start:start + chunk] = val.cpu().numpy()
-        ids[start:start + chunk] = idx.cpu().numpy()
+    sims = np.empty((num_queries, k), np.float32)
+    ids = np.empty((num_queries, k), np.int64)
+    for start in range(0, num_queries, chunk):
+        stop = min(num_queries, start + chunk)
+        queries = x[start:stop] if rows is None else x[query_rows[start:stop]]
+        val, idx = (queries @ x.T).topk(k, dim=1)
+        sims[start:stop] = val.cpu().numpy()
+        ids[start:stop] = idx.cpu().numpy()
     return sims, ids
 
 
@@ -482,7 +492,8 @@ def knn_search(features: ArrayLike,
     if method == 'screened':
         sims, ids, _ = _exact_screened(
             x, k, extra=options.get('screen_extra'),
-            fallback=None if use_faiss else _exact_queries_torch)
+            fallback=None if use_faiss else
+            lambda x, rows, k: _exact_torch(x, k, rows))
     elif not use_faiss:
         sims, ids = _exact_torch(features, k)
     elif method == 'exact':
@@ -503,23 +514,9 @@ def _exact_queries(x: np.ndarray, rows: np.ndarray,
     """Exact float32 search for the queries ``x[rows]`` against all of ``x``.
 
     Returns (len(rows), k) sims and ids, by faiss when available, else by
-    :func:`_exact_queries_torch`.
+    :func:`_exact_torch`.
     """
     if faiss is not None and hasattr(faiss, 'knn'):
         return faiss.knn(np.ascontiguousarray(x[rows]), x, k,
                          metric=faiss.METRIC_INNER_PRODUCT)
-    return _exact_queries_torch(x, rows, k)
-
-
-def _exact_queries_torch(x: np.ndarray, rows: np.ndarray,
-                         k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """:func:`_exact_queries` by chunked matmul (one (chunk, N) block)."""
-    base = torch.from_numpy(x)
-    chunk = max(1, _TORCH_BLOCK_BYTES // (4 * x.shape[0]))
-    sims, ids = [], []
-    for start in range(0, len(rows), chunk):
-        queries = base[torch.from_numpy(rows[start:start + chunk])]
-        val, idx = (queries @ base.T).topk(k, dim=1)
-        sims.append(val.numpy())
-        ids.append(idx.numpy())
-    return np.concatenate(sims), np.concatenate(ids)
+    return _exact_torch(x, k, rows)

@@ -163,7 +163,8 @@ def run_mode(features, mode, knn, args):
         stored=stored,
         labels=labels,
         rank=rank)
-    print(f'  {mode:6s}  kNN {knn}: jaccard+kNN {t_jac:6.1f} s (kNN {t_knn:5.1f} s)  '
+    print(f'  {mode:6s}  kNN {knn}: jaccard+kNN {t_jac:6.1f} s '
+          f'(kNN {t_knn:5.1f} s)  '
           f'dbscan {t_db:5.1f} s  '
           f'peak RSS {res["peak"]:6.2f} GiB (base {res["base"]:.2f})  '
           f'clusters {res["clusters"]:5d}  noise {res["noise"]:6d}  '

@@ -76,7 +76,8 @@ def pseudo_label_stats(labels: np.ndarray,
     singletons = labels.copy()
     singletons[~clustered] = stats['num_clusters'] + np.arange(
         stats['num_outliers'])
-    stats['nmi_all'] = float(normalized_mutual_info_score(true_ids, singletons))
+    stats['nmi_all'] = float(
+        normalized_mutual_info_score(true_ids, singletons))
     stats['ari_all'] = float(adjusted_rand_score(true_ids, singletons))
     return stats
 
