@@ -30,13 +30,30 @@ def test_pseudo_label_stats_counts_quantiles_and_agreement():
         normalized_mutual_info_score(true_ids[kept], labels[kept]))
     assert stats['ari'] == pytest.approx(
         adjusted_rand_score(true_ids[kept], labels[kept]))
-    # over all points, the two outliers become singleton clusters 3 and 4
-    singletons = np.array([0, 0, 0, 1, 1, 3, 4, 2])
+    # over all points, the two outliers form one more cluster
+    with_noise = np.array([0, 0, 0, 1, 1, 3, 3, 2])
     assert stats['nmi_all'] == pytest.approx(
-        normalized_mutual_info_score(true_ids, singletons))
+        normalized_mutual_info_score(true_ids, with_noise))
     assert stats['ari_all'] == pytest.approx(
-        adjusted_rand_score(true_ids, singletons))
+        adjusted_rand_score(true_ids, with_noise))
     assert stats['nmi_all'] != pytest.approx(stats['nmi'])
+
+
+def test_all_points_scores_do_not_reward_outliers():
+    true_ids = np.repeat(np.arange(50), 4)
+    perfect = pseudo_label_stats(true_ids.copy(), true_ids)
+    assert perfect['nmi_all'] == pytest.approx(1.0)
+    # dropping half the identities to noise keeps the clustered points pure
+    # (nmi 1) but must cost the all-points scores
+    half = np.where(true_ids < 25, true_ids, -1)
+    stats = pseudo_label_stats(half, true_ids)
+    assert stats['nmi'] == pytest.approx(1.0)
+    assert 0.0 < stats['nmi_all'] < 0.95
+    assert 0.0 < stats['ari_all'] < 0.95
+    # nothing clustered scores 0, not the high NMI that singletons get
+    none = pseudo_label_stats(np.full(200, -1), true_ids)
+    assert none['nmi_all'] == pytest.approx(0.0)
+    assert none['ari_all'] == pytest.approx(0.0)
 
 
 def test_pseudo_label_stats_without_true_ids_or_clusters():
@@ -44,7 +61,7 @@ def test_pseudo_label_stats_without_true_ids_or_clusters():
     assert stats['num_clusters'] == 0 and stats['outlier_ratio'] == 1.0
     assert 'nmi' not in stats
     # all noise with true ids: no clustered pair, but the all-points scores
-    # are defined (every point a singleton)
+    # are defined (one cluster of noise)
     stats = pseudo_label_stats(np.array([-1, -1, -1]), np.array([1, 1, 2]))
     assert 'nmi' not in stats
     assert stats['ari_all'] == pytest.approx(0.0)

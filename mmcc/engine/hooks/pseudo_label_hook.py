@@ -45,10 +45,13 @@ def pseudo_label_stats(labels: np.ndarray,
         cluster-size quantiles ``size_min/q25/median/q75/max`` and, with true
         identities, ``nmi`` and ``ari`` of the clustered points (outliers are
         left out of those two and counted by ``outlier_ratio``) and
-        ``nmi_all`` and ``ari_all`` over every point, each outlier its own
-        singleton cluster. The first pair rewards clustering fewer, purer
-        points, so it is not comparable between epochs whose outlier shares
-        differ; the second pair covers the same N points every epoch.
+        ``nmi_all`` and ``ari_all`` over every point, the outliers counted
+        as one more cluster (DBSCAN's raw labels). The first pair rewards
+        clustering fewer, purer points, so it is not comparable between
+        epochs whose outlier shares differ; the second pair covers the same
+        N points every epoch and scores "all outliers" as 0. (Counting each
+        outlier as its own singleton instead would not: with N = 6,530
+        images of 375 identities, all singletons score an NMI of 0.79.)
     """
     labels = np.asarray(labels)
     clustered = labels >= 0
@@ -73,12 +76,8 @@ def pseudo_label_stats(labels: np.ndarray,
                                          labels[clustered]))
         stats['ari'] = float(
             adjusted_rand_score(true_ids[clustered], labels[clustered]))
-    singletons = labels.copy()
-    singletons[~clustered] = stats['num_clusters'] + np.arange(
-        stats['num_outliers'])
-    stats['nmi_all'] = float(
-        normalized_mutual_info_score(true_ids, singletons))
-    stats['ari_all'] = float(adjusted_rand_score(true_ids, singletons))
+    stats['nmi_all'] = float(normalized_mutual_info_score(true_ids, labels))
+    stats['ari_all'] = float(adjusted_rand_score(true_ids, labels))
     return stats
 
 
