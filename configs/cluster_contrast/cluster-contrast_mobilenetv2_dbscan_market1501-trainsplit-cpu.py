@@ -7,7 +7,7 @@
 # directory. What makes it fit: 128x64 input (the crops' own resolution, 4x
 # cheaper than 256x128), a frozen stem and first stages (no backward pass
 # through the highest-resolution layers), P x Z = 16 x 8, 50 iterations,
-# 36 epochs (about 80 s each on 2 otherwise idle cores).
+# 36 epochs (70-80 s each on 2 otherwise idle cores).
 _base_ = [
     '../_base_/models/mobilenetv2_cluster_contrast.py',
     '../_base_/datasets/market1501_128x64.py',
