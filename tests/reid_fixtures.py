@@ -1,7 +1,7 @@
 """Tiny re-ID data set trees with the real layout and naming of each benchmark.
 
 The images are real JPEGs rendered by
-:func:`mmcc.datasets.synthetic_reid.generate_synthetic_reid` into a
+:func:`mmcc.testing.synthetic.generate_synthetic_reid` into a
 Market-1501-style source tree; :func:`make_reid_fixture` copies them under the
 folders and file names of Market-1501, DukeMTMC-reID, MSMT17 (V1, with its
 list files) or VeRi-776, so that the data set classes read them exactly as
@@ -17,7 +17,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from mmcc.datasets.synthetic_reid import (MARKET_NAME, generate_synthetic_reid)
+from mmcc.datasets.naming import parse_market_name
+from mmcc.testing.synthetic import generate_synthetic_reid
 
 KINDS = ('market1501', 'dukemtmc_reid', 'msmt17', 'veri776')
 # registered data set type -> fixture kind
@@ -91,13 +92,12 @@ def read_source(source: str) -> Dict[str, List[SourceImage]]:
         d = osp.join(source, folder)
         rows = []
         for name in sorted(os.listdir(d)):
-            m = MARKET_NAME.match(name)
-            if m is None:
+            try:
+                fields = parse_market_name(name)
+            except ValueError:  # meta.json and the like
                 continue
             rows.append(
-                SourceImage(
-                    osp.join(d, name), int(m.group(1)),
-                    int(m.group(2)) - 1))
+                SourceImage(osp.join(d, name), fields.pid, fields.camera - 1))
         images[split] = rows
     return images
 

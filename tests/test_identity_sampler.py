@@ -248,3 +248,53 @@ def test_inside_a_torch_dataloader():
         block_labels = labels[batch.numpy()].reshape(P, Z)
         assert (block_labels == block_labels[:, :1]).all()
         assert len(set(block_labels[:, 0])) == P
+
+
+def test_the_loader_batch_size_is_the_one_key():
+    """mmengine builds the batch sampler with the loader's batch_size; the
+    P x Z sampler takes P from it, and every batch is P whole blocks."""
+    from mmengine.runner import Runner
+
+    from mmcc.utils import register_all_modules
+    register_all_modules(init_default_scope=False)
+    labels, cam_ids = random_problem()
+    for batch_size in (2 * Z, 5 * Z):
+        loader = Runner.build_dataloader(
+            dict(
+                batch_size=batch_size,
+                num_workers=0,
+                sampler=dict(
+                    type='mmcc.CameraAwareIdentitySampler',
+                    num_instances=Z,
+                    iters_per_epoch=4),
+                batch_sampler=dict(type='mmcc.IdentityBatchSampler'),
+                dataset=FakeReIDData(cam_ids)),
+            seed=0)
+        sampler = loader.batch_sampler.sampler
+        assert sampler.batch_size == batch_size
+        assert sampler.identities_per_batch == batch_size // Z
+        sampler.set_labels(labels)
+        batches = list(loader)
+        assert len(loader) == len(batches) == 4
+        for batch in batches:
+            block_labels = labels[np.asarray(batch)].reshape(-1, Z)
+            assert block_labels.shape == (batch_size // Z, Z)
+            assert (block_labels == block_labels[:, :1]).all()
+            assert len(set(block_labels[:, 0])) == batch_size // Z
+
+
+def test_batch_sampler_refuses_conflicting_or_foreign_samplers():
+    from torch.utils.data import SequentialSampler
+
+    from mmcc.datasets.samplers import IdentityBatchSampler
+    unset = make(np.zeros(12), batch_size=None)
+    with pytest.raises(RuntimeError, match='IdentityBatchSampler'):
+        len(unset)
+    with pytest.raises(ValueError, match='multiple'):
+        IdentityBatchSampler(unset, batch_size=Z + 1)
+    # a sampler given its own, different batch size: say which key to set
+    with pytest.raises(ValueError, match='only train_dataloader.batch_size'):
+        IdentityBatchSampler(make(np.zeros(12)), batch_size=2 * P * Z)
+    IdentityBatchSampler(make(np.zeros(12)), batch_size=P * Z)  # agrees
+    with pytest.raises(TypeError, match='identity sampler'):
+        IdentityBatchSampler(SequentialSampler(range(4)), batch_size=2)

@@ -21,6 +21,8 @@ from mmengine.runner import Runner
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 import reid_fixtures  # noqa: E402
+
+from mmcc.engine.hooks.pseudo_label_hook import train_sampler  # noqa: E402
 from mmcc.registry import DATASETS  # noqa: E402
 from mmcc.utils import register_all_modules  # noqa: E402
 
@@ -28,9 +30,19 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG_DIR = osp.join(ROOT, 'configs', 'cluster_contrast')
 DATASET_KINDS = reid_fixtures.KINDS
 PAPER_CONFIGS = [
-    f'cluster-contrast_r50_{method}_{kind}.py'
+    f'cluster-contrast_r50_{method}_1xb256-50e_{kind}.py'
     for method in ('dbscan', 'infomap') for kind in DATASET_KINDS
 ]
+# The reference's 4-GPU layout, and its best log (IBN-ResNet50-a, hard
+# update, eps 0.4, 400 iterations)
+LAYOUT_CONFIG = 'cluster-contrast_r50_dbscan_4xb64-50e_market1501.py'
+BEST_LOG_CONFIG = \
+    'cluster-contrast_ibn-r50-a_dbscan-hard_4xb64-50e_market1501.py'
+# Other backbones, each swapped in by model.backbone alone
+BACKBONE_CONFIGS = sorted(
+    osp.join('backbones', osp.basename(p))
+    for p in glob.glob(osp.join(CONFIG_DIR, 'backbones', '*.py')))
+REFERENCE_ERASING_FILL = (0.4914, 0.4822, 0.4465)
 LOADER_KEYS = ('train_dataloader', 'cluster_dataloader', 'val_dataloader',
                'test_dataloader')
 # Iterations of an epoch in the paper: 200 on the person data sets, 400 on
@@ -123,6 +135,69 @@ def test_fixture_loads_with_its_dataset_class(tiny_trees, kind):
 # --------------------------------------------------------------------------
 # The configs as written
 # --------------------------------------------------------------------------
+def _assert_reference_model_and_transforms(cfg):
+    """GeM (p = 3, trainable), the BN neck and memory of the reference, its
+    bicubic resize and its erasing after normalisation."""
+    neck, head = cfg.model.neck, cfg.model.head
+    assert neck.type == 'BNNeck' and neck.get('in_channels') is None
+    assert dict(neck.pooling) == dict(
+        type='mmpretrain.GeneralizedMeanPooling', p=3.0, p_trainable=True)
+    assert head.type == 'ClusterMemoryHead' and head.get('feat_dim') is None
+    assert head.momentum == 0.1 and head.temperature == 0.05
+    for key in LOADER_KEYS:
+        resizes = [t for t in cfg[key].dataset.pipeline if t.type == 'Resize']
+        assert [t.interpolation for t in resizes] == ['bicubic']
+    train = [t.type for t in cfg.train_dataloader.dataset.pipeline]
+    assert train == [
+        'LoadImageFromFile', 'Resize', 'RandomFlip', 'mmpretrain.RandomCrop',
+        'NormalizedRandomErasing', 'mmpretrain.PackInputs'
+    ]
+    erasing = cfg.train_dataloader.dataset.pipeline[4]
+    assert erasing.prob == 0.5
+    assert tuple(erasing.get('fill', REFERENCE_ERASING_FILL)) == \
+        REFERENCE_ERASING_FILL
+    assert cfg.train_dataloader.dataset.pipeline[3].padding == 10
+
+
+def test_reference_layout_and_best_log_configs():
+    layout = Config.fromfile(osp.join(CONFIG_DIR, LAYOUT_CONFIG))
+    paper = Config.fromfile(
+        osp.join(CONFIG_DIR,
+                 'cluster-contrast_r50_dbscan_1xb256-50e_market1501.py'))
+    # 4 processes x 64 = 4 identities x 16 images each: the global batch of
+    # 256 with BatchNorm over 64, as the reference's 4-GPU DataParallel
+    assert layout.train_dataloader.batch_size == 64
+    assert layout.train_dataloader.sampler.num_instances == 16
+    layout.train_dataloader.batch_size = 256
+    assert layout.to_dict() == paper.to_dict()
+
+    best = Config.fromfile(osp.join(CONFIG_DIR, BEST_LOG_CONFIG))
+    _assert_reference_model_and_transforms(best)
+    backbone = best.model.backbone
+    assert backbone.type == 'IBNResNet' and backbone.ibn == 'a'
+    assert backbone.depth == 50 and tuple(backbone.strides) == (1, 2, 2, 1)
+    assert backbone.init_cfg.type == 'Pretrained'
+    assert best.model.head.update_mode == 'hard'
+    assert dict(best.custom_hooks[0].cluster) == dict(
+        type='dbscan', eps=0.4, min_samples=4, k1=30, k2=6)
+    train = best.train_dataloader
+    assert train.batch_size == 64 and train.sampler.num_instances == 16
+    assert train.sampler.iters_per_epoch == 400
+
+
+def test_backbone_configs_swap_only_the_backbone():
+    paper = Config.fromfile(
+        osp.join(CONFIG_DIR,
+                 'cluster-contrast_r50_dbscan_1xb256-50e_market1501.py'))
+    assert len(BACKBONE_CONFIGS) >= 5
+    for config in BACKBONE_CONFIGS:
+        cfg = Config.fromfile(osp.join(CONFIG_DIR, config))
+        assert cfg.model.backbone.init_cfg.type == 'Pretrained'
+        swapped = cfg.to_dict()
+        swapped['model']['backbone'] = paper.model.backbone.to_dict()
+        assert swapped == paper.to_dict(), config
+
+
 @pytest.mark.parametrize('config', PAPER_CONFIGS)
 def test_paper_config_values(config):
     """The settings of the paper (and of its reference code)."""
@@ -135,11 +210,8 @@ def test_paper_config_values(config):
     assert backbone.type == 'mmpretrain.ResNet' and backbone.depth == 50
     assert tuple(backbone.strides) == (1, 2, 2, 1)
     assert backbone.init_cfg.type == 'Pretrained'  # ImageNet weights
-    assert cfg.model.neck.type == 'BNNeck'
-    assert cfg.model.neck.in_channels == 2048
-    head = cfg.model.head
-    assert head.type == 'ClusterMemoryHead' and head.feat_dim == 2048
-    assert head.momentum == 0.1 and head.temperature == 0.05
+    _assert_reference_model_and_transforms(cfg)
+    assert cfg.model.head.update_mode == 'mean'
 
     optimizer = cfg.optim_wrapper.optimizer
     assert optimizer.type == 'Adam'
@@ -159,7 +231,9 @@ def test_paper_config_values(config):
         assert cluster == dict(type='infomap', k1=15, k2=4, min_sim=0.5)
 
     train = cfg.train_dataloader
-    assert train.batch_size == 256 == train.sampler.batch_size
+    # one key for the batch: the loader's, handed to the P x Z sampler
+    assert train.batch_size == 256 and 'batch_size' not in train.sampler
+    assert train.batch_sampler.type == 'IdentityBatchSampler'
     assert train.sampler.num_instances == 16
     assert train.sampler.iters_per_epoch == PAPER_ITERS[kind]
     hw = _input_hw(kind)
@@ -199,8 +273,7 @@ def _tiny_cfg(config: str, trees: dict, work_dir: str) -> Config:
         cfg[key].persistent_workers = False
     # P x Z = 2 x 2 = 4 images a batch, two iterations, one epoch
     cfg.train_dataloader.batch_size = 4
-    cfg.train_dataloader.sampler.update(
-        batch_size=4, num_instances=2, iters_per_epoch=2)
+    cfg.train_dataloader.sampler.update(num_instances=2, iters_per_epoch=2)
     # No evaluation (it would begin at epoch 2): with it mmengine saves the
     # checkpoint three times (epoch, best, epoch again), each ~1.5 s of CPU
     # for a ResNet-50 with its Adam state. The test builds the evaluation
@@ -257,6 +330,11 @@ def test_paper_config_trains_on_fixture(config, tiny_trees, tmp_path,
                                                            (2, 2), (1, 1)]
     assert type(model.neck).__name__ == 'BNNeck'
     assert type(model.head).__name__ == 'ClusterMemoryHead'
+    # sizes inferred from the backbone; GeM with a trainable exponent
+    assert model.neck.in_channels == model.head.feat_dim == 2048
+    assert type(model.neck.pooling).__name__ == 'GeneralizedMeanPooling'
+    assert model.neck.pooling.p.requires_grad
+    assert float(model.neck.pooling.p.detach()) == 3.0
 
     shapes = BackboneShapes(backbone)
     try:
@@ -287,13 +365,16 @@ def test_paper_config_trains_on_fixture(config, tiny_trees, tmp_path,
     assert labels.shape == (NUM_TRAIN, )
     assert int(labels.max()) == num_clusters - 1 and int(labels.min()) >= -1
     np.testing.assert_array_equal(
-        np.asarray(runner.train_dataloader.sampler.labels), labels.numpy())
+        np.asarray(train_sampler(runner.train_dataloader).labels),
+        labels.numpy())
 
     scalars = runner.message_hub.log_scalars
     losses = np.asarray(scalars['train/loss'].data[0])
+    # one cluster would be one logit, a loss of exactly 0, nothing trained:
+    # the fixture's neighbourhood sizes are chosen to give several
+    assert num_clusters > 1
     assert losses.shape == (2, ) and np.isfinite(losses).all()
-    if num_clusters > 1:  # one cluster = one logit = a loss of exactly 0
-        assert (losses > 0).all()
+    assert (losses > 0).all()
     assert runner.iter == 2 and runner.epoch == 1
     assert saved.get('epoch_1.pth', 0) > 0, saved
 
@@ -305,3 +386,41 @@ def test_paper_config_trains_on_fixture(config, tiny_trees, tmp_path,
     first, last = evaluation[0], evaluation[len(evaluation) - 1]
     assert first['data_samples'].is_query and not last['data_samples'].is_query
     assert tuple(first['inputs'].shape) == (3, ) + _input_hw(kind)
+
+
+@pytest.mark.parametrize('config', [BEST_LOG_CONFIG] + BACKBONE_CONFIGS)
+def test_best_log_and_backbone_configs_train_on_fixture(
+        config, tiny_trees, tmp_path, one_thread):
+    """IBN-ResNet50-a and every example backbone embed, cluster and train
+    two iterations, with the neck and head sized from the backbone."""
+    register_all_modules(init_default_scope=False)
+    cfg = _tiny_cfg(config, tiny_trees, str(tmp_path))
+    # No ImageNet weights here, and mmpretrain's random init (Kaiming
+    # fan_out) makes depthwise convolutions so small that EfficientNet and
+    # MobileNetV2 embed every image alike in eval mode (PseudoLabelHook
+    # warns): fan_in keeps the random embeddings apart.
+    if config in BACKBONE_CONFIGS:
+        cfg.model.backbone.init_cfg = [
+            dict(type='Kaiming', layer='Conv2d', mode='fan_in'),
+            dict(type='Constant', layer='_BatchNorm', val=1)
+        ]
+        # random embeddings of 16 images are close together; clusters of
+        # 2 (min_samples 2) keep several clusters for every backbone
+        cfg.custom_hooks[0].cluster.min_samples = 2
+    runner = Runner.from_cfg(cfg)
+    try:
+        runner.train()
+    finally:
+        for path in glob.glob(osp.join(str(tmp_path), '*.pth')):
+            os.remove(path)
+    model = runner.model
+    head = model.head
+    assert model.neck.in_channels == head.feat_dim == head.memory.shape[1]
+    assert head.memory.shape[0] > 1  # a real clustering, a real loss
+    losses = np.asarray(runner.message_hub.log_scalars['train/loss'].data[0])
+    assert losses.shape == (2, ) and np.isfinite(losses).all()
+    assert (losses > 0).all()
+    assert runner.iter == 2
+    if config == BEST_LOG_CONFIG:
+        assert type(model.backbone).__name__ == 'IBNResNet'
+        assert head.update_mode == 'hard'

@@ -3,9 +3,8 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from mmcc.engine.hooks.pseudo_label_hook import (PseudoLabelHook,
-                                                 cluster_centroids,
-                                                 pseudo_label_stats)
+from mmcc.clustering import cluster_centroids, pseudo_label_stats
+from mmcc.engine.hooks.pseudo_label_hook import PseudoLabelHook
 
 
 def test_cluster_centroids_are_means_and_ignore_outliers():

@@ -87,6 +87,67 @@ def test_mobilenetv2_backbone_swapped_in_by_config():
     assert model(torch.randn(2, 3, 64, 32)).shape == (2, 1280)
 
 
+@pytest.mark.parametrize('backbone, channels, pooled', [
+    (dict(type='mmpretrain.ResNet', depth=18, out_indices=(3, )), 512, True),
+    (dict(type='mmpretrain.MobileNetV2', out_indices=(7, )), 1280, True),
+    (dict(type='mmpretrain.EfficientNet', arch='b0'), 1280, True),
+    (dict(type='mmpretrain.ConvNeXt', arch='atto'), 320, False),
+    (dict(
+        type='mmpretrain.VisionTransformer',
+        arch='deit-tiny',
+        img_size=(64, 32),
+        patch_size=16,
+        out_type='cls_token'), 192, False),
+])
+def test_channel_sizes_are_inferred_from_the_backbone(backbone, channels,
+                                                      pooled):
+    """Swapping the backbone alone: the neck's and head's sizes follow it;
+    (B, C) outputs (ConvNeXt, a ViT's class token) are not pooled."""
+    model = MODELS.build(
+        dict(
+            type='ReIDModel',
+            backbone=backbone,
+            neck=dict(
+                type='BNNeck',
+                pooling=dict(type='mmpretrain.GeneralizedMeanPooling')),
+            head=dict(type='ClusterMemoryHead'),
+            probe_size=(64, 32)))
+    assert model.neck.in_channels == model.head.feat_dim == channels
+    assert model.backbone.training  # the probe left the mode alone
+    assert (model.neck.pooling is not None) == pooled
+    # no parameter is left without a gradient (DDP would stall on it)
+    model.head.reset(torch.randn(2, channels), torch.tensor([0, 1, 0, 1]))
+    samples = [DataSample(metainfo=dict(sample_idx=i)) for i in range(4)]
+    loss = model(torch.randn(4, 3, 64, 32), samples, mode='loss')['loss']
+    loss.backward()
+    unused = [
+        name for name, p in model.named_parameters()
+        if p.requires_grad and p.grad is None
+    ]
+    assert not unused
+    model.eval()
+    emb = model(torch.randn(3, 3, 64, 32), mode='tensor')
+    assert emb.shape == (3, channels)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(3))
+
+
+def test_bn_neck_takes_maps_vectors_and_tuples_only():
+    neck = MODELS.build(dict(type='BNNeck', in_channels=4)).eval()
+    vectors = torch.randn(3, 4)
+    maps = vectors[:, :, None, None].expand(3, 4, 2, 2)
+    torch.testing.assert_close(neck(vectors), neck(maps))
+    torch.testing.assert_close(neck((maps, vectors)), neck(vectors))
+    with pytest.raises(ValueError, match='class token'):
+        neck(torch.randn(3, 5, 4))  # (B, L, C) tokens
+    with pytest.raises(ValueError, match='in_channels'):
+        MODELS.build(dict(type='BNNeck'))
+    with pytest.raises(ValueError, match='feat_dim'):
+        MODELS.build(dict(type='ClusterMemoryHead'))
+    no_pooling = MODELS.build(dict(type='BNNeck', in_channels=4, pooling=None))
+    with pytest.raises(ValueError, match='without pooling'):
+        no_pooling(maps)
+
+
 def test_data_preprocessor_converts_bgr_to_rgb_and_normalises():
     model = _small_resnet_model()
     img = torch.zeros(3, 4, 2, dtype=torch.uint8)
@@ -95,7 +156,6 @@ def test_data_preprocessor_converts_bgr_to_rgb_and_normalises():
         dict(inputs=[img], data_samples=[DataSample()]), False)
     out = data['inputs'][0]
     # after BGR->RGB the 255 channel is the last (blue) one
-    torch.testing.assert_close(out[2], torch.full(
-        (4, 2), (255 - 103.53) / 57.375))
-    torch.testing.assert_close(out[0], torch.full((4, 2),
-                                                  -123.675 / 58.395))
+    torch.testing.assert_close(out[2],
+                               torch.full((4, 2), (255 - 103.53) / 57.375))
+    torch.testing.assert_close(out[0], torch.full((4, 2), -123.675 / 58.395))

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmcc.datasets.synthetic_reid import (MARKET_NAME, SPLIT_DIRS,
-                                          generate_synthetic_reid,
-                                          parse_market_name, render_image,
-                                          sample_camera, sample_identity)
+from mmcc.datasets.naming import market_name, parse_market_name
+from mmcc.testing.synthetic import (SPLIT_DIRS, generate_synthetic_reid,
+                                    render_image, sample_camera,
+                                    sample_identity)
 
 TINY = dict(
     num_train_ids=4,
@@ -37,7 +37,8 @@ def list_tree(root):
     out = {}
     for split in SPLIT_DIRS:
         names = sorted(os.listdir(osp.join(root, split)))
-        out[split] = [(n, *parse_market_name(n)) for n in names]
+        fields = [parse_market_name(n) for n in names]
+        out[split] = [(n, f.pid, f.camera - 1) for n, f in zip(names, fields)]
     return out
 
 
@@ -67,7 +68,8 @@ def test_layout_names_and_image_format(tiny_tree):
     for split, files in list_tree(root).items():
         assert files, split
         for name, pid, cam in files:
-            assert MARKET_NAME.match(name), name
+            # padded as in the release: 4-digit ids, 6-digit frames...
+            assert market_name(*parse_market_name(name)) == name
             assert 0 <= cam < TINY['num_cams']
             if split != 'bounding_box_test':
                 assert pid >= 1, name
@@ -171,10 +173,3 @@ def test_identity_and_camera_both_shape_the_pixels():
     assert not np.array_equal(a, pixels(person, cam_a, 6))
     assert not np.array_equal(a, pixels(other, cam_a, 5))
     assert not np.array_equal(a, pixels(person, cam_b, 5))
-
-
-def test_parse_market_name():
-    assert parse_market_name('0002_c1s1_000451_03.jpg') == (2, 0)
-    assert parse_market_name('/x/-1_c6s2_000001_01.jpg') == (-1, 5)
-    with pytest.raises(ValueError):
-        parse_market_name('0002_c1_f0046182.jpg')

@@ -13,13 +13,14 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
-from mmcc.datasets.synthetic_reid import generate_synthetic_reid
+from mmcc.engine.hooks.pseudo_label_hook import train_sampler
+from mmcc.testing.synthetic import generate_synthetic_reid
 from mmcc.utils import register_all_modules
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(
     ROOT, 'configs/cluster_contrast/'
-    'cluster-contrast_mobilenetv2_dbscan_synthetic.py')
+    'cluster-contrast_mobilenetv2_dbscan_1xb64-14e_synthetic.py')
 
 
 @pytest.fixture(scope='module')
@@ -48,13 +49,17 @@ class BatchRecorder(Hook):
         epoch = runner.epoch
         self.head_labels[epoch] = runner.model.head.sample_labels.clone()
         self.sampler_labels[epoch] = np.array(
-            runner.train_dataloader.sampler.labels)
+            train_sampler(runner.train_dataloader).labels)
         self.batches[epoch] = []
-        hook = [h for h in runner.hooks if type(h).__name__ ==
-                'PseudoLabelHook'][0]
+        hook = [
+            h for h in runner.hooks if type(h).__name__ == 'PseudoLabelHook'
+        ][0]
         self.stats[epoch] = hook.last_stats
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         self.batches[runner.epoch].append(
             [int(s.sample_idx) for s in data_batch['data_samples']])
@@ -70,8 +75,8 @@ def _tiny_cfg(data_root, work_dir):
         cfg[key].batch_size = 8
     cfg.train_dataloader.num_workers = 1
     cfg.train_dataloader.persistent_workers = True
-    cfg.train_dataloader.sampler.update(
-        num_instances=4, batch_size=8, iters_per_epoch=3)
+    # only the loader's batch size: P = 8 // 4 follows
+    cfg.train_dataloader.sampler.update(num_instances=4, iters_per_epoch=3)
     for key in ('cluster_dataloader', 'val_dataloader', 'test_dataloader'):
         cfg[key].num_workers = 0
         cfg[key].pop('persistent_workers', None)

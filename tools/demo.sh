@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-CONFIG=${CONFIG:-configs/cluster_contrast/cluster-contrast_mobilenetv2_dbscan_synthetic.py}
+CONFIG=${CONFIG:-configs/cluster_contrast/cluster-contrast_mobilenetv2_dbscan_1xb64-14e_synthetic.py}
 WORK_DIR=${WORK_DIR:-work_dirs/demo}
 WEIGHTS=checkpoints/mobilenetv2_mmpretrain.pth
 mkdir -p "$WORK_DIR"

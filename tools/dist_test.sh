@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Multi-GPU testing with torchrun: tools/dist_test.sh CONFIG CHECKPOINT GPUS [ARGS...]
+# Distributed testing, one process per GPU (nccl), or NPROC processes on a
+# machine without one (gloo):
+#   tools/dist_test.sh CONFIG CHECKPOINT NPROC [ARGS...]
+# NNODES, NODE_RANK, MASTER_ADDR and PORT set a multi-node run; PYTHON picks
+# the interpreter (see tools/python.sh).
+set -euo pipefail
 CONFIG=$1
 CHECKPOINT=$2
-GPUS=$3
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
+NPROC=$3
+TOOLS="$(cd "$(dirname "$0")" && pwd)"
+source "$TOOLS/python.sh"
 
-PYTHONPATH="$(dirname "$0")/..":$PYTHONPATH \
-torchrun --nnodes="$NNODES" --node_rank="$NODE_RANK" \
-    --master_addr="$MASTER_ADDR" --master_port="$PORT" \
-    --nproc_per_node="$GPUS" \
-    "$(dirname "$0")/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "${@:4}"
+PYTHONPATH="$TOOLS/..${PYTHONPATH:+:$PYTHONPATH}" \
+"$PYTHON" -m torch.distributed.run \
+    --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
+    --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${PORT:-29500}" \
+    --nproc_per_node="$NPROC" \
+    "$TOOLS/test.py" "$CONFIG" "$CHECKPOINT" --launcher pytorch "${@:4}"

@@ -9,10 +9,11 @@ import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
+from mmengine.dist import is_main_process
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
-from mmcc.utils import register_all_modules
+from mmcc.utils import register_all_modules, setup_distributed
 
 
 def parse_args(argv=None):
@@ -46,6 +47,9 @@ def parse_args(argv=None):
 
 def merge_args(cfg, args):
     cfg.launcher = args.launcher
+    # options first: they may name the training parts dropped below
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
     # testing needs none of the training parts a full config carries
     for key in ('train_dataloader', 'train_cfg', 'optim_wrapper',
                 'param_scheduler', 'val_dataloader', 'val_cfg',
@@ -63,15 +67,13 @@ def merge_args(cfg, args):
             cfg.test_evaluator, list) else [cfg.test_evaluator]
         for evaluator in evaluators:
             evaluator['rerank'] = True
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
     return cfg
 
 
 def main(argv=None):
     args = parse_args(argv)
     register_all_modules(init_default_scope=False)
-    cfg = merge_args(Config.fromfile(args.config), args)
+    cfg = setup_distributed(merge_args(Config.fromfile(args.config), args))
     runner = Runner.from_cfg(cfg)
     if cfg.get('load_from', None) is None:
         # No checkpoint: evaluate the model as its config initialises it
@@ -84,7 +86,7 @@ def main(argv=None):
     metrics = runner.test()
     lines = [f'{k}: {v:.2f}' for k, v in metrics.items()]
     runner.logger.info('Re-ID results (%): ' + ', '.join(lines))
-    if args.out:
+    if args.out and is_main_process():
         import json
         with open(args.out, 'w') as f:
             json.dump(metrics, f, indent=2)

@@ -10,7 +10,8 @@ import os.path as osp
 from mmengine.config import Config, DictAction
 from mmengine.runner import Runner
 
-from mmcc.utils import register_all_modules
+from mmcc.engine.optimizers import amp_optim_wrapper
+from mmcc.utils import register_all_modules, setup_distributed
 
 
 def parse_args(argv=None):
@@ -25,7 +26,10 @@ def parse_args(argv=None):
         help='resume from this checkpoint, or, without a path, from the '
         'latest checkpoint in the work directory')
     parser.add_argument(
-        '--amp', action='store_true', help='automatic mixed precision')
+        '--amp',
+        action='store_true',
+        help='mixed precision: float16 on CUDA, bfloat16 on CPUs with '
+        'native bfloat16 (refused on other CPUs)')
     parser.add_argument(
         '--no-validate',
         action='store_true',
@@ -50,6 +54,9 @@ def parse_args(argv=None):
 def merge_args(cfg, args):
     """Apply the command line to the config."""
     cfg.launcher = args.launcher
+    # options first: they may name the validation parts --no-validate drops
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
@@ -58,22 +65,26 @@ def merge_args(cfg, args):
     if args.no_validate:
         cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+        # CUDA float16, or bfloat16 on a CPU that has it natively; refused
+        # here, before anything is built, on any other CPU
+        cfg.optim_wrapper = amp_optim_wrapper(cfg.optim_wrapper)
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
     return cfg
 
 
-def main(argv=None):
+def build_runner(argv=None) -> Runner:
+    """The Runner that ``tools/train.py ARGV`` trains with."""
     args = parse_args(argv)
     register_all_modules(init_default_scope=False)
-    cfg = merge_args(Config.fromfile(args.config), args)
-    runner = Runner.from_cfg(cfg)
+    cfg = setup_distributed(merge_args(Config.fromfile(args.config), args))
+    return Runner.from_cfg(cfg)
+
+
+def main(argv=None):
+    runner = build_runner(argv)
     runner.train()
     return runner
 

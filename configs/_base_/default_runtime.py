@@ -12,12 +12,18 @@ default_hooks = dict(
         save_best='reid/mAP',
         rule='greater'),
     sampler_seed=dict(type='DistSamplerSeedHook'),
+    # DDP leaves every rank its own BatchNorm statistics; average them after
+    # each epoch, so the next clustering pass, which embeds one shard per
+    # rank, embeds all shards with the same model
+    sync_buffers=dict(type='SyncBuffersHook'),
 )
 
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
-    dist_cfg=dict(backend='nccl'),
+    # no backend named: tools/train.py and tools/test.py pick nccl where
+    # CUDA is available and gloo elsewhere (mmcc.utils.setup_distributed)
+    dist_cfg=dict(timeout=1800),
 )
 
 vis_backends = [dict(type='LocalVisBackend')]

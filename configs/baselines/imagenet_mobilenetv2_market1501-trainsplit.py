@@ -1,8 +1,9 @@
 # Evaluate ImageNet MobileNetV2 features, untrained, on the Market-1501
 # train-split data set at ../shared/data/market1501-trainsplit (376 query /
-# gallery identities): bilinear resize to 256x128, average pooling, the BN
+# gallery identities): bicubic resize to 256x128, average pooling, the BN
 # neck in its initial state, L2-normalised.
-#   python tools/test.py configs/baselines/imagenet_mobilenetv2_market1501-trainsplit.py
+#   python tools/test.py \
+#       configs/baselines/imagenet_mobilenetv2_market1501-trainsplit.py
 _base_ = [
     '../_base_/models/mobilenetv2_cluster_contrast.py',
     '../_base_/datasets/market1501.py',

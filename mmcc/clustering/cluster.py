@@ -79,7 +79,7 @@ def dbscan_labels(distance: Distance,
         distance: (N, N) distances: a dense array, or a scipy sparse matrix
             in which only stored entries can be neighbours (pairs not stored
             are "far"; stored zeros are neighbours), such as
-            ``jaccard_distance(mode='sparse')`` returns.
+            :func:`jaccard_distance` returns.
         eps: Neighbourhood radius (inclusive, ``d <= eps``).
         min_samples: Neighbours, the point itself included, of a core point.
 
@@ -142,7 +142,10 @@ def infomap_labels(features: ArrayLike,
     community = np.arange(n, dtype=np.int64) + n  # singletons by default
     if src.size:
         im = infomap.Infomap(
-            two_level=True, directed=True, silent=True, seed=seed,
+            two_level=True,
+            directed=True,
+            silent=True,
+            seed=seed,
             num_trials=1)
         im.add_links(np.stack([src, dst, weight], axis=1))
         result = im.run()
@@ -151,8 +154,8 @@ def infomap_labels(features: ArrayLike,
         else:  # infomap < 2.16: the result lives on the Infomap object
             modules = im.get_modules()
         nodes = np.fromiter(modules.keys(), dtype=np.int64, count=len(modules))
-        mods = np.fromiter(modules.values(), dtype=np.int64,
-                           count=len(modules))
+        mods = np.fromiter(
+            modules.values(), dtype=np.int64, count=len(modules))
         community[nodes] = mods
     _, inverse, sizes = np.unique(
         community, return_inverse=True, return_counts=True)
@@ -272,17 +275,17 @@ def hdbscan_labels(distance: Union[Distance, ArrayLike],
     return compact_labels(labels)
 
 
-_JACCARD_KEYS = ('k1', 'k2', 'mode', 'knn', 'knn_backend')
+_JACCARD_KEYS = ('k1', 'k2', 'knn', 'knn_backend')
 
 
 def cluster_features(features: ArrayLike, cfg: dict) -> np.ndarray:
     """Pseudo-labels of all embeddings from a clustering config.
 
-    Configs (defaults shown; the Jaccard keys ``k1, k2, mode, knn,
+    Configs (defaults shown; the Jaccard keys ``k1, k2, knn,
     knn_backend`` go to :func:`jaccard_distance`)::
 
         dict(type='dbscan', eps=0.6, min_samples=4, k1=30, k2=6,
-             mode='sparse', knn='auto')
+             knn='auto')
         dict(type='infomap', k1=15, k2=4, min_sim=0.5, seed=1)
         dict(type='hdbscan', k1=30, k2=6, min_cluster_size=4)
 

@@ -1,7 +1,6 @@
-import re
-
 from mmcc.registry import DATASETS
 from .base_reid_dataset import BaseReIDDataset
+from .naming import MARKET_NAME_EXAMPLE, MARKET_NAME_PATTERN
 
 
 @DATASETS.register_module()
@@ -36,6 +35,6 @@ class Market1501(BaseReIDDataset):
     METAINFO = dict(dataset_name='Market-1501', num_cameras=6)
     SPLIT_FOLDERS = dict(
         train='bounding_box_train', query='query', gallery='bounding_box_test')
-    FILENAME_PATTERN = re.compile(
-        r'(?P<pid>-1|\d+)_c(?P<cam>\d)s\d+_\d+_\d+\.jpg')
-    NAME_EXAMPLE = '0002_c1s1_000451_03.jpg'
+    # One naming for the data set and the synthetic renderer (naming.py).
+    FILENAME_PATTERN = MARKET_NAME_PATTERN
+    NAME_EXAMPLE = MARKET_NAME_EXAMPLE

@@ -40,8 +40,7 @@ def _numpy_multiarray():
 def checkpoint_safe_globals() -> list:
     """The (object, pickled name) pairs mmengine checkpoints need."""
     multiarray = _numpy_multiarray()
-    pairs = [(HistoryBuffer,
-              'mmengine.logging.history_buffer.HistoryBuffer'),
+    pairs = [(HistoryBuffer, 'mmengine.logging.history_buffer.HistoryBuffer'),
              (np.ndarray, 'numpy.ndarray'), (np.dtype, 'numpy.dtype')]
     # numpy 1.x and 2.x pickle arrays under different module paths.
     for module in ('numpy._core.multiarray', 'numpy.core.multiarray'):

@@ -26,5 +26,5 @@ def register_all_modules(init_default_scope: bool = True) -> None:
                       'not "mmcc"; register_all_modules switches it to '
                       '"mmcc". Pass init_default_scope=False to avoid this.')
         # a fresh instance name: DefaultScope instances are global singletons
-        DefaultScope.get_instance(f'mmcc-{datetime.datetime.now()}',
-                                  scope_name='mmcc')
+        DefaultScope.get_instance(
+            f'mmcc-{datetime.datetime.now()}', scope_name='mmcc')

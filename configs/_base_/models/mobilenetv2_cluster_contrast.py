@@ -2,7 +2,8 @@
 # without internet; make them with
 #   python tools/model_converters/mobilenetv2_to_mmpretrain.py \
 #       checkpoints/mobilenetv2_mmpretrain.pth --download checkpoints/
-# ), average pooling, BN neck with frozen bias, cluster memory.
+# ), average pooling, BN neck with frozen bias, cluster memory. Channel
+# sizes (1280) are inferred from the backbone.
 model = dict(
     type='ReIDModel',
     backbone=dict(
@@ -13,12 +14,9 @@ model = dict(
             type='Pretrained',
             checkpoint='checkpoints/mobilenetv2_mmpretrain.pth')),
     neck=dict(
-        type='BNNeck',
-        in_channels=1280,
-        pooling=dict(type='mmpretrain.GlobalAveragePooling')),
+        type='BNNeck', pooling=dict(type='mmpretrain.GlobalAveragePooling')),
     head=dict(
         type='ClusterMemoryHead',
-        feat_dim=1280,
         momentum=0.1,
         temperature=0.05,
         update_mode='mean',

@@ -1,5 +1,8 @@
-# The paper's model: ImageNet ResNet-50 with last stride 1 (16x8 feature map
-# at 256x128), average pooling, BN neck with frozen bias, cluster memory.
+# The reference's model: ImageNet ResNet-50 with last stride 1 (16x8 feature
+# map at 256x128), trainable GeM pooling (p = 3, the default of the
+# reference's scripts, which none of its published commands overrides), BN
+# neck with frozen bias, cluster memory. Channel sizes are inferred from the
+# backbone, so another backbone is swapped in by `model.backbone` alone.
 model = dict(
     type='ReIDModel',
     backbone=dict(
@@ -14,11 +17,11 @@ model = dict(
             prefix='backbone.')),
     neck=dict(
         type='BNNeck',
-        in_channels=2048,
-        pooling=dict(type='mmpretrain.GlobalAveragePooling')),
+        pooling=dict(
+            type='mmpretrain.GeneralizedMeanPooling', p=3.0,
+            p_trainable=True)),
     head=dict(
         type='ClusterMemoryHead',
-        feat_dim=2048,
         momentum=0.1,
         temperature=0.05,
         update_mode='mean',

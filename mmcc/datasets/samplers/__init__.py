@@ -1,3 +1,6 @@
-from .identity_sampler import CameraAwareIdentitySampler, IdentitySampler
+from .identity_sampler import (CameraAwareIdentitySampler,
+                               IdentityBatchSampler, IdentitySampler)
 
-__all__ = ['IdentitySampler', 'CameraAwareIdentitySampler']
+__all__ = [
+    'IdentitySampler', 'CameraAwareIdentitySampler', 'IdentityBatchSampler'
+]

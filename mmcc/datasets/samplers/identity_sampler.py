@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from mmengine.dist import get_dist_info, sync_random_seed
 from mmengine.logging import print_log
-from torch.utils.data import Sampler
+from torch.utils.data import BatchSampler, Sampler
 
 from mmcc.registry import DATA_SAMPLERS
 
@@ -156,9 +156,13 @@ class IdentitySampler(Sampler):
     its own identity. mmengine's loop reads ``len(dataloader)`` once to set
     ``max_iters``, so prefer a fixed ``iters_per_epoch``.
 
-    **Loader.** The DataLoader's ``batch_size`` must equal ``batch_size``
-    here, or its batches will straddle identity blocks; the sampler cannot
-    see the loader, so call :meth:`check_batch_size` where both are known.
+    **Batch size.** The configs give it once, as the loader's
+    ``batch_size``, and batch with :class:`IdentityBatchSampler`
+    (``batch_sampler=dict(type='IdentityBatchSampler')``), which hands it
+    to :meth:`set_batch_size`; ``P = batch_size // num_instances``. Used
+    with a plain loader instead, the sampler needs ``batch_size`` here and
+    the loader's must equal it (:meth:`check_batch_size`), or batches
+    straddle identity blocks.
 
     **Distributed.** All ranks derive the same identity schedule from
     ``seed + epoch`` (the seed is synchronised when not given); global batch
@@ -171,8 +175,9 @@ class IdentitySampler(Sampler):
         dataset (Sized): The training set (only ``len`` is used here).
         num_instances (int): ``Z``, images per identity in a batch.
             Defaults to 16.
-        batch_size (int): ``P * Z``, a multiple of ``num_instances``.
-            Defaults to 256.
+        batch_size (int, optional): ``P * Z`` per rank, a multiple of
+            ``num_instances``; None to take it from
+            :class:`IdentityBatchSampler`. Defaults to None.
         iters_per_epoch (int, optional): Batches per rank per epoch. None
             for one round of the identities. Defaults to None.
         shuffle (bool): Permute the identities each round; images are drawn
@@ -188,7 +193,7 @@ class IdentitySampler(Sampler):
     def __init__(self,
                  dataset: Sized,
                  num_instances: int = 16,
-                 batch_size: int = 256,
+                 batch_size: Optional[int] = None,
                  iters_per_epoch: Optional[int] = None,
                  shuffle: bool = True,
                  seed: Optional[int] = None,
@@ -197,11 +202,6 @@ class IdentitySampler(Sampler):
         if num_instances < 1:
             raise ValueError(f'num_instances must be >= 1, got '
                              f'{num_instances}')
-        if batch_size < num_instances or batch_size % num_instances:
-            raise ValueError(
-                f'batch_size ({batch_size}) must be a positive multiple of '
-                f'num_instances ({num_instances}): a batch is P identities '
-                f'x Z images')
         if iters_per_epoch is not None and iters_per_epoch < 1:
             raise ValueError(f'iters_per_epoch must be None or >= 1, got '
                              f'{iters_per_epoch}')
@@ -216,8 +216,9 @@ class IdentitySampler(Sampler):
         self.dataset = dataset
         self.num_samples = len(dataset)
         self.num_instances = num_instances
-        self.batch_size = batch_size
-        self.identities_per_batch = batch_size // num_instances
+        self.batch_size: Optional[int] = None
+        if batch_size is not None:
+            self.set_batch_size(batch_size)
         self.iters_per_epoch = iters_per_epoch
         self.shuffle = shuffle
         self.seed = sync_random_seed() if seed is None else seed
@@ -227,6 +228,36 @@ class IdentitySampler(Sampler):
         self.labels: Optional[np.ndarray] = None
         self._members: List[np.ndarray] = []
         self._member_cams: List[Optional[np.ndarray]] = []
+
+    def set_batch_size(self, batch_size: int) -> None:
+        """Fix the per-rank batch ``P * Z``; ``P`` follows from it.
+
+        Raises:
+            ValueError: if ``batch_size`` is not a positive multiple of
+                ``num_instances``, or differs from one already set.
+        """
+        if batch_size < self.num_instances or \
+                batch_size % self.num_instances:
+            raise ValueError(
+                f'batch_size ({batch_size}) must be a positive multiple of '
+                f'num_instances ({self.num_instances}): a batch is P '
+                f'identities x Z images')
+        if self.batch_size not in (None, batch_size):
+            raise ValueError(
+                f'{type(self).__name__} was given batch_size='
+                f'{self.batch_size} but the loader batches '
+                f'{batch_size}: set only train_dataloader.batch_size')
+        self.batch_size = batch_size
+
+    @property
+    def identities_per_batch(self) -> int:
+        """``P``, the pseudo-identities of one batch."""
+        if self.batch_size is None:
+            raise RuntimeError(
+                f'{type(self).__name__} has no batch size: batch it with '
+                f"batch_sampler=dict(type='IdentityBatchSampler') or pass "
+                f'batch_size')
+        return self.batch_size // self.num_instances
 
     def _read_cam_ids(self) -> np.ndarray:
         """(N,) camera of every sample, in dataset order."""
@@ -357,3 +388,33 @@ class CameraAwareIdentitySampler(IdentitySampler):
     """
 
     use_cameras = True
+
+
+@DATA_SAMPLERS.register_module()
+class IdentityBatchSampler(BatchSampler):
+    """Cut an identity sampler's stream into its P x Z batches.
+
+    The one place the batch size is given: mmengine builds a
+    ``batch_sampler`` with the loader's ``batch_size``, which this class
+    hands to the identity sampler (``set_batch_size``), so
+    ``train_dataloader.batch_size`` alone sets ``P = batch_size //
+    num_instances`` per rank. Every batch is ``P`` whole identity blocks.
+
+    Args:
+        sampler (IdentitySampler): The P x Z index sampler.
+        batch_size (int): Images per batch and rank, ``P * Z``.
+        drop_last (bool): Unused: the identity sampler always yields whole
+            batches. Defaults to False.
+    """
+
+    def __init__(self,
+                 sampler: IdentitySampler,
+                 batch_size: int,
+                 drop_last: bool = False) -> None:
+        if not hasattr(sampler, 'set_batch_size'):
+            raise TypeError(
+                f'IdentityBatchSampler batches an identity sampler '
+                f'(IdentitySampler, CameraAwareIdentitySampler), got '
+                f'{type(sampler).__name__}')
+        sampler.set_batch_size(batch_size)
+        super().__init__(sampler, batch_size, drop_last)

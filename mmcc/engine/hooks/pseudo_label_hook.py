@@ -1,84 +1,26 @@
 from typing import Optional, Union
 
 import numpy as np
-import torch
 from mmengine.dist import broadcast_object_list, is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from mmcc.apis import extract_features
-from mmcc.clustering import cluster_features
+from mmcc.clustering import (cluster_centroids, cluster_features,
+                             pseudo_label_stats)
+from mmcc.engine.feature_extraction import extract_features
 from mmcc.registry import HOOKS
 
-
-def cluster_centroids(features: torch.Tensor, labels: np.ndarray,
-                      num_clusters: int) -> torch.Tensor:
-    """Mean feature of every cluster.
-
-    Args:
-        features (Tensor): (N, D) embeddings.
-        labels (ndarray): (N, ) cluster ids in [0, K) or -1 for outliers.
-        num_clusters (int): K.
-
-    Returns:
-        Tensor: (K, D) centroids (not normalised).
-    """
-    labels = torch.as_tensor(labels, device=features.device)
-    keep = labels >= 0
-    sums = features.new_zeros(num_clusters, features.size(1))
-    sums.index_add_(0, labels[keep], features[keep])
-    counts = torch.bincount(labels[keep], minlength=num_clusters)
-    return sums / counts.clamp(min=1).unsqueeze(1).to(sums.dtype)
+# Unit embeddings of D dimensions spread ~1/sqrt(D) per dimension; far
+# below this they differ by rounding only.
+_MIN_EMBEDDING_SPREAD = 1e-6
 
 
-def pseudo_label_stats(labels: np.ndarray,
-                       true_ids: Optional[np.ndarray] = None) -> dict:
-    """What a round of clustering produced.
-
-    Args:
-        labels (ndarray): (N, ) pseudo-labels, -1 for outliers.
-        true_ids (ndarray, optional): (N, ) true identities, if known.
-
-    Returns:
-        dict: ``num_clusters``, ``num_outliers``, ``outlier_ratio``,
-        cluster-size quantiles ``size_min/q25/median/q75/max`` and, with true
-        identities, ``nmi`` and ``ari`` of the clustered points (outliers are
-        left out of those two and counted by ``outlier_ratio``) and
-        ``nmi_all`` and ``ari_all`` over every point, the outliers counted
-        as one more cluster (DBSCAN's raw labels). The first pair rewards
-        clustering fewer, purer points, so it is not comparable between
-        epochs whose outlier shares differ; the second pair covers the same
-        N points every epoch and scores "all outliers" as 0. (Counting each
-        outlier as its own singleton instead would not: with N = 6,530
-        images of 375 identities, all singletons score an NMI of 0.79.)
-    """
-    labels = np.asarray(labels)
-    clustered = labels >= 0
-    sizes = np.bincount(labels[clustered]) if clustered.any() else \
-        np.zeros(1, dtype=int)
-    q = np.percentile(sizes, [0, 25, 50, 75, 100])
-    stats = dict(
-        num_clusters=int(labels.max() + 1) if clustered.any() else 0,
-        num_outliers=int((~clustered).sum()),
-        outlier_ratio=float((~clustered).mean()),
-        size_min=float(q[0]),
-        size_q25=float(q[1]),
-        size_median=float(q[2]),
-        size_q75=float(q[3]),
-        size_max=float(q[4]))
-    if true_ids is None:
-        return stats
-    true_ids = np.asarray(true_ids)
-    if clustered.sum() > 1:
-        stats['nmi'] = float(
-            normalized_mutual_info_score(true_ids[clustered],
-                                         labels[clustered]))
-        stats['ari'] = float(
-            adjusted_rand_score(true_ids[clustered], labels[clustered]))
-    stats['nmi_all'] = float(normalized_mutual_info_score(true_ids, labels))
-    stats['ari_all'] = float(adjusted_rand_score(true_ids, labels))
-    return stats
+def train_sampler(loader):
+    """The sampler that takes pseudo-labels: the one inside the loader's
+    batch sampler (``IdentityBatchSampler``, or torch's own when the loader
+    was given ``batch_size`` and ``sampler``)."""
+    inner = getattr(loader.batch_sampler, 'sampler', None)
+    return inner if hasattr(inner, 'set_labels') else loader.sampler
 
 
 @HOOKS.register_module()
@@ -127,14 +69,16 @@ class PseudoLabelHook(Hook):
                     raise KeyError(f'PseudoLabelHook: the config has no '
                                    f'top-level field "{cfg}"')
                 cfg = runner.cfg[cfg]
-            self._dataloader = runner.build_dataloader(
-                cfg, seed=runner.seed)
+            self._dataloader = runner.build_dataloader(cfg, seed=runner.seed)
         return self._dataloader
 
     def before_train(self, runner) -> None:
+        # The batches must be whole P x Z blocks: IdentityBatchSampler makes
+        # them so; a plain loader's batch size must match the sampler's.
         loader = runner.train_dataloader
-        if hasattr(loader.sampler, 'check_batch_size'):
-            loader.sampler.check_batch_size(loader.batch_size)
+        sampler = train_sampler(loader)
+        if hasattr(sampler, 'check_batch_size'):
+            sampler.check_batch_size(loader.batch_sampler.batch_size)
 
     def before_train_epoch(self, runner) -> None:
         if runner.epoch % self.interval != 0:
@@ -152,8 +96,19 @@ class PseudoLabelHook(Hook):
         runner.logger.info(
             f'Epoch {runner.epoch}: embedding {len(train_set)} training '
             'images for clustering')
-        features = extract_features(
-            model, dataloader, progress=self.progress)
+        features = extract_features(model, dataloader, progress=self.progress)
+        # Embeddings that (nearly) coincide cluster into noise. A backbone
+        # with random weights does this in eval mode when its init is too
+        # small for its BatchNorm statistics (mmpretrain's EfficientNet and
+        # MobileNetV2: depthwise convolutions under Kaiming fan_out).
+        spread = float(features.std(dim=0).mean()) if len(features) > 1 \
+            else 1.0
+        if spread < _MIN_EMBEDDING_SPREAD:
+            runner.logger.warning(
+                f'Epoch {runner.epoch}: the {len(features)} training '
+                f'embeddings are nearly identical (mean per-dimension std '
+                f'{spread:.2e}), so clustering them is meaningless. Is the '
+                'backbone randomly initialised? Load pretrained weights.')
         labels = [None]
         if is_main_process():
             labels[0] = np.asarray(
@@ -168,7 +123,7 @@ class PseudoLabelHook(Hook):
 
         centroids = cluster_centroids(features, labels, num_clusters)
         model.head.reset(centroids, labels)
-        runner.train_dataloader.sampler.set_labels(labels)
+        train_sampler(runner.train_dataloader).set_labels(labels)
 
         true_ids = train_set.get_gt_labels() if hasattr(
             train_set, 'get_gt_labels') else None
@@ -178,5 +133,7 @@ class PseudoLabelHook(Hook):
             f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}'
             for k, v in stats.items()))
         runner.visualizer.add_scalars(
-            {f'pseudo/{k}': v
-             for k, v in stats.items()}, step=runner.epoch)
+            {
+                f'pseudo/{k}': v
+                for k, v in stats.items()
+            }, step=runner.epoch)

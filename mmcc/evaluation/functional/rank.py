@@ -17,8 +17,9 @@ import warnings
 from typing import Dict, Sequence, Union
 
 import numpy as np
-import scipy.sparse as sp
 import torch
+
+from mmcc.clustering import k_reciprocal_jaccard
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 
@@ -225,56 +226,6 @@ def _nearest_neighbours(dist: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _k_reciprocal(neighbours: np.ndarray, k: int):
-    """The k-reciprocal neighbours R(i, k) of every point.
-
-    Args:
-        neighbours (np.ndarray): (N, >= k + 1) nearest-neighbour lists, the
-            point itself first.
-        k (int): Neighbourhood size; each list holds k + 1 entries.
-
-    Returns:
-        tuple[np.ndarray]: (N, k + 1) candidate indices (the kNN list) and an
-        (N, k + 1) mask of those that are in R(i, k), i.e. whose own kNN list
-        contains i.
-    """
-    knn = neighbours[:, :k + 1]
-    points = np.arange(len(knn))[:, None, None]
-    return knn, (knn[knn] == points).any(-1)
-
-
-def _min_intersection(v: sp.csr_matrix, by_col: sp.csc_matrix,
-                      rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """s[a, b] = sum_k min(v[rows[a], k], v[cols[b], k]).
-
-    Args:
-        v (sp.csr_matrix): (N, N) non-negative weights, O(k1) non-zeros a row.
-        by_col (sp.csc_matrix): The same matrix in CSC form.
-        rows (np.ndarray): (A, ) row indices.
-        cols (np.ndarray): (C, ) row indices to pair them with.
-
-    Returns:
-        np.ndarray: (A, C) sums. Only the pairs of non-zeros that share a
-        column are formed: each non-zero v[i, k] meets column k's.
-    """
-    v_rows = v[rows].tocoo()
-    col_of = np.full(v.shape[0], -1)
-    col_of[cols] = np.arange(len(cols))
-    starts = by_col.indptr[v_rows.col]
-    counts = by_col.indptr[v_rows.col + 1] - starts
-    # Concatenated ranges starts[e]..starts[e] + counts[e] of the CSC arrays.
-    offsets = np.repeat(starts - np.cumsum(counts) + counts, counts)
-    index = offsets + np.arange(counts.sum())
-    pair_row = np.repeat(v_rows.row, counts)
-    pair_col = col_of[by_col.indices[index]]
-    pair_min = np.minimum(np.repeat(v_rows.data, counts), by_col.data[index])
-    keep = pair_col >= 0
-    flat = pair_row[keep] * len(cols) + pair_col[keep]
-    return np.bincount(
-        flat, weights=pair_min[keep],
-        minlength=len(rows) * len(cols)).reshape(len(rows), len(cols))
-
-
 def re_ranking(q_g_dist: ArrayLike,
                q_q_dist: ArrayLike,
                g_g_dist: ArrayLike,
@@ -285,20 +236,21 @@ def re_ranking(q_g_dist: ArrayLike,
 
     Query and gallery are pooled into N = Q + G points. As in the authors'
     released code, the pooled distances are squared and each row is divided
-    by its maximum (d below). Then for every point i:
-
-    - R(i, k1): the points j among i's k1 + 1 nearest (itself included)
-      that have i among their own k1 + 1 nearest;
-    - expansion: for each j in R(i, k1), R(j, k1 / 2) (k1 / 2 rounded half
-      to even) is added when more than 2/3 of it lies in R(i, k1);
-    - V[i, j] = exp(-d(i, j)) normalised over the expanded set, 0 elsewhere,
-      then (if k2 > 1) replaced by the mean of V over i's k2 nearest points;
-    - Jaccard distance d_J(i, j) = 1 - s / (2 - s), s = sum_k min(V[i, k],
-      V[j, k]).
+    by its maximum (d below), and every point's rank list is its row of d
+    in increasing order. The k-reciprocal core
+    (:func:`mmcc.clustering.k_reciprocal_jaccard`) then gives the Jaccard
+    distance d_J with the re-ranking's conventions: R(i, k1) among i's
+    k1 + 1 nearest (itself included), R(j, round(k1 / 2)) among j's
+    round(k1 / 2) + 1 nearest for the expansion, V[i, j] = exp(-d(i, j))
+    normalised over the expanded set, local query expansion over i's k2
+    nearest, d_J from the min-sum, in the released code's float32
+    arithmetic.
 
     The result is (1 - lambda_value) * d_J + lambda_value * d between every
-    query and every gallery entry. V is kept sparse; the pooled (N, N)
-    distance matrix is dense float32 (about 1.5 GB for Market-1501).
+    query and every gallery entry. Memory: the pooled (N, N) float32 d, the
+    (Q, G) result and O(N k1 k2) sparse rows; time: one partial sort of d
+    per row, then the core's sparse stages, whose min-sum runs for the
+    query rows only.
 
     Args:
         q_g_dist (np.ndarray | Tensor): (Q, G) query-gallery distances, e.g.
@@ -321,49 +273,26 @@ def re_ranking(q_g_dist: ArrayLike,
     # The reference divides columns by their maximum and transposes, which
     # for a symmetric matrix is this row normalisation.
     dist /= np.maximum(dist.max(axis=1, keepdims=True), 1e-12)
-    num_points = len(dist)
 
-    half = int(np.around(k1 / 2))
-    neighbours = _nearest_neighbours(dist, max(k1 + 1, k2))
-    knn, in_r = _k_reciprocal(neighbours, k1)  # (N, k1 + 1)
-    knn_half, in_half = _k_reciprocal(neighbours, half)  # (N, half + 1)
-
-    # Expansion. candidates[i, a] = the points of R(knn[i, a], half).
-    candidates = knn_half[knn]  # (N, k1 + 1, half + 1)
-    in_candidate = in_half[knn] & in_r[..., None]
-    in_both = in_candidate & ((candidates[..., None] == knn[:, None, None, :])
-                              & in_r[:, None, None, :]).any(-1)
-    accepted = in_r & (in_both.sum(-1) > 2 / 3 * in_candidate.sum(-1))
-    added = accepted[..., None] & in_candidate
-    point = np.arange(num_points)
-    rows = np.concatenate([
-        np.broadcast_to(point[:, None], knn.shape)[in_r],
-        np.broadcast_to(point[:, None, None], candidates.shape)[added]
-    ])
-    cols = np.concatenate([knn[in_r], candidates[added]])
-    pairs = np.unique(rows * num_points + cols)
-    rows, cols = pairs // num_points, pairs % num_points
-
-    weight = np.exp(-dist[rows, cols]).astype(np.float64)
-    weight /= np.bincount(rows, weights=weight, minlength=num_points)[rows]
-    v = sp.csr_matrix((weight, (rows, cols)), shape=(num_points, num_points))
-    if k2 > 1:
-        k2 = min(k2, neighbours.shape[1])
-        mean_rows = np.repeat(point, k2)
-        mean_cols = neighbours[:, :k2].reshape(-1)
-        averaging = sp.csr_matrix(
-            (np.full(len(mean_rows), 1. / k2), (mean_rows, mean_cols)),
-            shape=(num_points, num_points))
-        v = (averaging @ v).tocsr()
-
-    by_col = v.tocsc()
-    gallery = np.arange(num_query, num_points)
-    final = np.empty_like(q_g_dist)
-    block = max(1, _BLOCK_ELEMENTS // max(len(gallery), 1))
-    for start in range(0, num_query, block):
-        end = min(start + block, num_query)
-        shared = _min_intersection(v, by_col, point[start:end], gallery)
-        jaccard = 1 - shared / (2 - shared)
-        final[start:end] = (1 - lambda_value) * jaccard + \
-            lambda_value * dist[start:end, num_query:]
+    rank = _nearest_neighbours(dist, max(k1 + 1, k2))
+    # The re-ranking reference's conventions (see
+    # mmcc.clustering.k_reciprocal): R(i) among k1 + 1 entries, exp(-d)
+    # weights from d itself, negative d_J (rounding) kept.
+    jaccard = k_reciprocal_jaccard(
+        dist,
+        rank,
+        k1,
+        k2,
+        self_among_k1=False,
+        metric='precomputed',
+        clip_negative=False,
+        rows=np.arange(num_query)).tocoo()
+    to_gallery = jaccard.col >= num_query
+    # Pairs the core does not store share no column of V: d_J = 1.
+    final = np.ones_like(q_g_dist)
+    final[jaccard.row[to_gallery],
+          jaccard.col[to_gallery] - num_query] = jaccard.data[to_gallery]
+    # float32 arithmetic, as the reference's blend.
+    final *= np.float32(1 - lambda_value)
+    final += dist[:num_query, num_query:] * np.float32(lambda_value)
     return final

@@ -150,8 +150,8 @@ def _sequential_mean_update(memory: Tensor, queries: Tensor, labels: Tensor,
     ranked_clusters = torch.from_numpy(ranked).to(device)
     # Sorted by (position, rank): step j's queries are one contiguous slice
     # whose rows line up with cluster ranks 0 .. A_j - 1.
-    scan_queries = queries.index_select(
-        0, torch.from_numpy(scan_rows).to(device))
+    scan_queries = queries.index_select(0,
+                                        torch.from_numpy(scan_rows).to(device))
     state = memory.index_select(0, ranked_clusters)  # (C, D), a copy
     offset, active = 0, len(host_sizes)
     for step in range(host_sizes[0]):

@@ -33,7 +33,8 @@ class ClusterMemoryHead(BaseModule):
     is not a parameter and receives no gradient.
 
     Args:
-        feat_dim (int): D, the query dimension.
+        feat_dim (int, optional): D, the query dimension. None lets
+            :class:`ReIDModel` set it from its neck. Defaults to None.
         momentum (float): m in ``phi <- m phi + (1 - m) q``. Defaults to 0.1.
         temperature (float): tau. Defaults to 0.05.
         update_mode (str): ``'mean'`` (every query, in batch order) or
@@ -45,13 +46,17 @@ class ClusterMemoryHead(BaseModule):
     """
 
     def __init__(self,
-                 feat_dim: int,
+                 feat_dim: Optional[int] = None,
                  momentum: float = 0.1,
                  temperature: float = 0.05,
                  update_mode: str = 'mean',
                  loss: Union[dict, nn.Module] = dict(type='ClusterNCELoss'),
                  init_cfg: Optional[dict] = None) -> None:
         super().__init__(init_cfg=init_cfg)
+        if feat_dim is None:
+            raise ValueError(
+                'ClusterMemoryHead needs feat_dim; inside a ReIDModel it is '
+                "taken from the neck's output size, elsewhere pass it")
         if update_mode not in _UPDATE_MODES:
             raise ValueError(f'update_mode must be one of {_UPDATE_MODES}, '
                              f'got {update_mode!r}')
@@ -142,7 +147,8 @@ class ClusterMemoryHead(BaseModule):
             labelled = labels >= 0
             correct = (logits.argmax(dim=1) == labels) & labelled
             losses['acc'] = correct.sum() / labelled.sum().clamp(min=1)
-            self._update_memory(queries.detach(), labels)
+            # under autocast the queries may be bfloat16/float16
+            self._update_memory(queries.detach().to(self.memory.dtype), labels)
         return losses
 
     def _update_memory(self, queries: Tensor, labels: Tensor) -> None:

@@ -1,4 +1,4 @@
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -13,18 +13,29 @@ class ReIDModel(BaseModel):
 
     Any mmpretrain backbone can be plugged in by config, e.g.
     ``dict(type='mmpretrain.ResNet', depth=50, strides=(1, 2, 2, 1))`` for the
-    paper or ``dict(type='mmpretrain.MobileNetV2', out_indices=(7, ))``.
+    paper, ``dict(type='mmpretrain.MobileNetV2', out_indices=(7, ))`` or a
+    ViT returning its class token.
     There is no classifier: in training, the cluster memory head plays that
     role. At test time the output is the L2-normalised neck output.
+
+    Swapping ``backbone`` alone is enough: when the neck config has no
+    ``in_channels`` (or None) it is read off one forward pass of the
+    backbone on a zero image of ``probe_size`` (eval mode, no gradient, so
+    nothing is trained or updated), and the head's ``feat_dim`` likewise
+    from the neck's ``out_channels``. A backbone that returns (B, C) vectors
+    then gets a neck without pooling.
 
     Args:
         backbone (dict): Backbone config.
         neck (dict): Neck config, mapping backbone outputs to (B, D),
-            e.g. ``dict(type='BNNeck', in_channels=2048)``.
+            e.g. ``dict(type='BNNeck')``.
         head (dict, optional): Training head, e.g. ``ClusterMemoryHead``.
             Not needed for feature extraction or evaluation.
         data_preprocessor (dict, optional): Defaults to mmpretrain's
             ``ClsDataPreprocessor`` with ImageNet mean/std on RGB images.
+        probe_size (tuple[int, int]): (H, W) of the image that infers the
+            channel sizes; any size the backbone accepts. Defaults to
+            (256, 128).
         init_cfg (dict, optional): Initialisation config.
     """
 
@@ -33,6 +44,7 @@ class ReIDModel(BaseModel):
                  neck: dict,
                  head: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
+                 probe_size: Tuple[int, int] = (256, 128),
                  init_cfg: Optional[dict] = None):
         if data_preprocessor is None:
             data_preprocessor = dict(
@@ -43,8 +55,33 @@ class ReIDModel(BaseModel):
         super().__init__(
             data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.backbone = MODELS.build(backbone)
+        neck = dict(neck)
+        if neck.get('in_channels') is None:
+            out_shape = self._backbone_out_shape(probe_size)
+            neck['in_channels'] = out_shape[1]
+            if len(out_shape) == 2:
+                # (B, C) vectors (a ViT's class token, ConvNeXt): nothing to
+                # pool, and an unused GeM exponent would stall DDP
+                neck['pooling'] = None
         self.neck = MODELS.build(neck)
+        if head is not None:
+            head = dict(head)
+            if head.get('feat_dim') is None:
+                head['feat_dim'] = self.neck.out_channels
         self.head = MODELS.build(head) if head is not None else None
+
+    @torch.no_grad()
+    def _backbone_out_shape(self, probe_size: Tuple[int, int]) -> tuple:
+        """Shape of the backbone's last output for one zero image."""
+        was_training = self.backbone.training
+        self.backbone.eval()  # BN keeps its statistics
+        try:
+            out = self.backbone(torch.zeros(1, 3, *probe_size))
+        finally:
+            self.backbone.train(was_training)
+        if isinstance(out, (tuple, list)):
+            out = out[-1]
+        return tuple(out.shape)
 
     def extract_feat(self, inputs: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) images -> (B, D) neck features, not normalised."""

@@ -1,7 +1,6 @@
 # Cluster Contrast on ../shared/data/market1501-trainsplit with ImageNet
 # MobileNetV2, sized to finish within an hour on 2 CPU cores:
-#   python tools/analysis_tools/train_and_report.py \
-#       configs/cluster_contrast/cluster-contrast_mobilenetv2_dbscan_market1501-trainsplit-cpu.py \
+#   python tools/analysis_tools/train_and_report.py THIS_CONFIG \
 #       --work-dir work_dirs/market1501-trainsplit-cpu
 # writes the log and a per-epoch report (pseudo-label NMI, mAP) to the work
 # directory. What makes it fit: 128x64 input (the crops' own resolution, 4x

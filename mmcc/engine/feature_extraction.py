@@ -41,8 +41,8 @@ def extract_features(model,
     was_training = model.training
     model.eval()
     feats, indices = [], []
-    bar = ProgressBar(len(dataloader)) if (
-        progress and is_main_process()) else None
+    bar = ProgressBar(len(dataloader)) if (progress
+                                           and is_main_process()) else None
     for data in dataloader:
         data = model.data_preprocessor(data, False)
         feats.append(model(data['inputs'], mode='tensor').float())
@@ -70,5 +70,3 @@ def extract_features(model,
                            'samples were not embedded; does the sampler '
                            'cover the whole dataset?')
     return out
-
-

@@ -13,7 +13,7 @@ data_root = 'data/synthetic_reid/'
 data_source = dict(data_root=data_root)
 train_dataloader = dict(
     batch_size=64,
-    sampler=dict(num_instances=8, batch_size=64, iters_per_epoch=40),
+    sampler=dict(num_instances=8, iters_per_epoch=40),
     dataset=data_source)
 cluster_dataloader = dict(dataset=data_source)
 val_dataloader = dict(dataset=data_source)

@@ -1,0 +1,429 @@
+"""k-reciprocal encoding (Zhong et al., CVPR 2017): the core of both uses.
+
+The pseudo-labels' Jaccard distance (:func:`mmcc.clustering.jaccard_distance`)
+and the test-time re-ranking (:func:`mmcc.evaluation.functional.re_ranking`)
+run the same stages on rank lists ``rank``, (N, w) int64, row i = points by
+increasing distance from point i:
+
+1. ``R(i)`` = the k-reciprocal neighbours of i: j among the first ``width``
+   entries of ``rank[i]`` such that i is among the first ``width`` entries
+   of ``rank[j]``; ``Rh(i)`` the same within the first ``half`` entries
+   (:func:`reciprocal_mask`).
+2. Expansion: ``E(i)`` = R(i) plus every ``Rh(c)``, c in R(i), with
+   ``|Rh(c) & R(i)| > 2/3 |Rh(c)|`` (strictly) (:func:`expanded_sets`).
+3. ``V[i, E(i)] = softmax(-d(i, j))`` over j in E(i), 0 elsewhere
+   (:func:`expansion_weights`).
+4. Local query expansion: ``Vq[i] = mean(V[rank[i, :k2]])``, skipped when
+   k2 = 1 (:func:`query_expansion`).
+5. ``s(i, j) = sum_c min(Vq[i, c], Vq[j, c])``,
+   ``d_J(i, j) = 1 - s / (2 - s)`` (:func:`min_sum_distance`).
+
+:func:`k_reciprocal_jaccard` chains them. What differs between the two uses
+is a parameter (``round`` is half to even, as in both references)::
+
+                      pseudo-labels            re-ranking
+    rank lists        kNN search: k1 entries,  argsort of the pooled q + g
+                      the point itself first   distances: max(k1 + 1, k2)
+    width of R        k1 (the point counted    k1 + 1 (k1 neighbours plus
+                      among the k1)            the point itself)
+    half width, Rh    round(k1 / 2) + 1        round(k1 / 2) + 1
+    d(i, j), step 3   2 - 2 <x_i, x_j> of the  the given distance matrix
+                      features                 (metric='precomputed')
+    weights, step 3   torch softmax(-d)        numpy exp(-d) / sum exp(-d)
+    d_J < 0 (s > 1    clipped to 0             kept
+    by rounding)
+    rows of d_J       all N                    the queries
+
+Sparse layout: ``V`` and ``Vq`` are CSR rows with O(k1) and O(k1 k2)
+entries; d_J is stored only for pairs whose ``Vq`` rows share a column
+(every other pair has s = 0, i.e. d_J = 1 exactly, the largest value).
+Memory is O(N k1 k2) plus chunk buffers of bounded size; nothing N x N is
+allocated.
+
+Arithmetic: float32, in the references' order (weights as each reference
+computes them; ``Vq``: sum in rank order, then ``np.mean``'s division;
+``s``: increasing column). The clustering weights come from one batched
+matmul and softmax whose rounding does not depend on the batch, so the
+per-row loops of :mod:`mmcc.testing.naive_k_reciprocal` give the same
+float32 values bit for bit (tests check it); against the clustering
+reference's own ``torch.mm`` per row they may differ in the last bit (a few
+1e-7 on d_J). The re-ranking runs the float32 operations of the authors'
+released code, in its order (equal bit for bit in our checks; rank lists may
+order exact ties differently).
+"""
+from typing import Optional, Tuple, Union
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+import torch.nn.functional as F
+
+from .budgets import FEATURE_GATHER_BYTES
+
+# Bytes of the min-sum's (rows, N) float32 accumulator of s(i, .): sets the
+# rows per chunk.
+_ACC_BYTES = 128 * 2**20
+# Rows per chunk of the index-only stages: their (rows, k, k) temporaries
+# stay in the tens of MB for k up to a few tens.
+_INDEX_ROWS = 4096
+
+# Where the distance of the weights comes from: the features (clustering)
+# or a given distance matrix (re-ranking).
+METRICS = ('sqeuclidean', 'precomputed')
+
+
+def half_width(k1: int) -> int:
+    """Entries of the rank lists used for ``Rh``: ``round(k1 / 2) + 1``.
+
+    Python/numpy rounding is half to even (k1=30 -> 16, k1=15 -> 9).
+    """
+    return int(np.around(k1 / 2)) + 1
+
+
+def reciprocal_mask(rank: np.ndarray,
+                    width: int,
+                    chunk_rows: int = _INDEX_ROWS) -> np.ndarray:
+    """Which of the first ``width`` entries of i's list have i among theirs.
+
+    Args:
+        rank: (N, k) int64 rank lists, ``width <= k``.
+        width: Entries of every list to use.
+
+    Returns:
+        (N, width) bool, ``mask[i, p] = i in rank[rank[i, p], :width]``.
+    """
+    n = rank.shape[0]
+    head = np.ascontiguousarray(rank[:, :width])
+    mask = np.empty((n, width), dtype=bool)
+    for start in range(0, n, chunk_rows):
+        stop = min(n, start + chunk_rows)
+        backward = head[head[start:stop]]  # (c, width, width)
+        mask[start:stop] = (backward == np.arange(start,
+                                                  stop)[:, None,
+                                                        None]).any(axis=2)
+    return mask
+
+
+def expanded_sets(
+        rank: np.ndarray,
+        k1: int,
+        self_among_k1: bool = True,
+        chunk_rows: int = _INDEX_ROWS) -> Tuple[np.ndarray, np.ndarray]:
+    """The expanded k-reciprocal set E(i) of every point (steps 1-2).
+
+    Args:
+        rank: (N, k) int64 rank lists, every row a permutation prefix.
+        k1: Neighbourhood size.
+        self_among_k1: Whether the point itself counts as one of its k1
+            nearest (pseudo-labels: R from the first k1 entries) or comes
+            on top of them (re-ranking: the first k1 + 1 entries). Rh uses
+            the first :func:`half_width` entries either way. Widths are
+            clamped to k.
+
+    Returns:
+        tuple: CSR structure ``(indptr, indices)``: (N + 1,) int64 and
+        (nnz,) int64, ``indices[indptr[i]:indptr[i + 1]]`` = E(i) sorted
+        increasingly (as ``np.unique`` returns it).
+    """
+    n = rank.shape[0]
+    width = min(k1 if self_among_k1 else k1 + 1, rank.shape[1])
+    hwidth = min(half_width(k1), width)
+    empty = n  # id of "no point", sorts after every real id
+    full = np.where(
+        reciprocal_mask(rank, width, chunk_rows), rank[:, :width], empty)
+    half = np.full((n + 1, hwidth), empty, dtype=np.int64)
+    half[:n] = np.where(
+        reciprocal_mask(rank, hwidth, chunk_rows), rank[:, :hwidth], empty)
+    half_size = np.zeros(n + 1)
+    half_size[:n] = (half[:n] != empty).sum(1)
+    # The same float64 threshold as ``len(a) > 2 / 3 * len(b)`` in Python.
+    threshold = 2 / 3 * half_size
+
+    counts = np.zeros(n, dtype=np.int64)
+    pieces = []
+    for start in range(0, n, chunk_rows):
+        stop = min(n, start + chunk_rows)
+        rows = stop - start
+        own = full[start:stop]  # (c, width) R(i), padded with `empty`
+        # Membership in R(i) by binary search in globally sorted keys
+        # row * (n + 1) + member.
+        offset = np.arange(rows, dtype=np.int64)[:, None] * (n + 1)
+        keys = (np.sort(own, axis=1) + offset).ravel()
+        cand = half[own]  # (c, width, hwidth) Rh(c) for every c in R(i)
+        query = cand + offset[:, :, None]
+        pos = np.minimum(np.searchsorted(keys, query.ravel()), keys.size - 1)
+        inside = (keys[pos].reshape(query.shape) == query) & (cand != empty)
+        accept = (own != empty) & (inside.sum(2) > threshold[own])
+        merged = np.concatenate(
+            [own,
+             np.where(accept[:, :, None], cand, empty).reshape(rows, -1)],
+            axis=1)
+        merged.sort(axis=1)
+        keep = merged != empty
+        keep[:, 1:] &= merged[:, 1:] != merged[:, :-1]
+        counts[start:stop] = keep.sum(1)
+        pieces.append(merged[keep])
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return indptr, np.concatenate(pieces) if pieces else np.zeros(0, np.int64)
+
+
+def _softmax_weights(x: torch.Tensor, rows: torch.Tensor,
+                     cols: torch.Tensor) -> torch.Tensor:
+    """softmax(-(2 - 2 <x_i, x_j>)) over j for a batch of equal-size sets.
+
+    The clustering reference's arithmetic: a float32 product, then torch's
+    softmax.
+
+    Args:
+        x: (N, D) float32 features.
+        rows: (B,) int64 point ids i.
+        cols: (B, m) int64 the sets E(i), all of size m.
+
+    Returns:
+        (B, m) float32 weights, each row summing to 1.
+    """
+    # index_select copies whole rows, much faster than x[cols] on a 2-D
+    # index. One bmm for the batch: it rounds a row the same whatever the
+    # batch size, unlike mm's small-m kernel.
+    neighbours = x.index_select(0, cols.reshape(-1)).view(*cols.shape, -1)
+    query = x.index_select(0, rows).unsqueeze(1)
+    dist = 2 - 2 * torch.bmm(query, neighbours.transpose(1, 2))[:, 0]
+    return F.softmax(-dist, dim=1)
+
+
+def _exp_weights(dist: np.ndarray) -> np.ndarray:
+    """exp(-d) normalised along rows: (B, m) float32 distances -> weights.
+
+    The re-ranking reference's arithmetic: numpy float32 ``exp``, then a
+    division by the row's ``np.sum``.
+    """
+    weights = np.exp(-dist)
+    return weights / weights.sum(axis=1, keepdims=True)
+
+
+def expansion_weights(x: Union[torch.Tensor, np.ndarray],
+                      indptr: np.ndarray,
+                      indices: np.ndarray,
+                      gather_bytes: int = FEATURE_GATHER_BYTES,
+                      metric: str = 'sqeuclidean') -> np.ndarray:
+    """Values of V on the expanded sets (step 3).
+
+    Rows are batched by set size, so no padding enters a normalisation.
+
+    Args:
+        x: With ``metric='sqeuclidean'``, (N, D) float32 L2-normalised
+            features (CPU or GPU tensor, or array): d = 2 - 2 <x_i, x_j>,
+            the squared Euclidean distance of unit rows, and torch's
+            softmax. With ``'precomputed'``, the (N, N) float32 distances d
+            themselves (array), and numpy's ``exp(-d) / sum``.
+        indptr, indices: CSR structure of E, from :func:`expanded_sets`.
+        gather_bytes: Bytes of the (rows, |E|, D) features gathered at once.
+        metric: ``'sqeuclidean'`` or ``'precomputed'``.
+
+    Returns:
+        (nnz,) float32 CSR values aligned with ``indices``.
+    """
+    if metric not in METRICS:
+        raise ValueError(f'unknown metric {metric!r}')
+    precomputed = metric == 'precomputed'
+    if precomputed:
+        x = np.asarray(x, dtype=np.float32)
+    elif isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    row_bytes = 4 * (1 if precomputed else x.shape[1])
+    sizes = np.diff(indptr)
+    values = np.empty(indices.size, dtype=np.float32)
+    if not precomputed:
+        cols_all = torch.from_numpy(indices).to(x.device)
+    for m in np.unique(sizes):
+        if m == 0:
+            continue
+        rows = np.flatnonzero(sizes == m)
+        batch = max(1, gather_bytes // (int(m) * row_bytes))
+        for start in range(0, rows.size, batch):
+            sel = rows[start:start + batch]
+            # positions of the m entries of every selected row
+            pos = indptr[sel][:, None] + np.arange(m)
+            if precomputed:
+                w = _exp_weights(x[sel[:, None], indices[pos]])
+            else:
+                w = _softmax_weights(
+                    x,
+                    torch.from_numpy(sel).to(x.device),
+                    cols_all[torch.from_numpy(pos).to(x.device)])
+                w = w.cpu().numpy()
+            values[pos.ravel()] = w.ravel()
+    return values
+
+
+def _expand_segments(ptr: np.ndarray,
+                     which: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Concatenate CSR segments ``which`` of a structure with ``ptr``.
+
+    Returns:
+        tuple: ``(owner, pos)``, for every gathered entry the index into
+        ``which`` it came from and its position in the CSR arrays.
+    """
+    lengths = ptr[which + 1] - ptr[which]
+    owner = np.repeat(np.arange(which.size), lengths)
+    first = np.cumsum(lengths) - lengths
+    pos = ptr[which][owner] + (np.arange(owner.size) - first[owner])
+    return owner, pos
+
+
+def query_expansion(
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    values: np.ndarray,
+    rank: np.ndarray,
+    k2: int,
+    chunk_rows: int = _INDEX_ROWS
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``Vq[i] = mean of V over rank[i, :k2]`` on CSR rows (step 4).
+
+    Sums in float32 in rank order then divides as ``np.mean`` does (float64
+    quotient rounded to float32), which is the references' arithmetic.
+
+    Args:
+        indptr, indices, values: CSR of V, (N + 1,), (nnz,), (nnz,).
+        rank: (N, k) rank lists.
+        k2: Number of leading entries averaged (clamped to k).
+
+    Returns:
+        tuple: CSR ``(indptr, indices, values)`` of Vq, columns sorted.
+    """
+    n = rank.shape[0]
+    k2 = min(k2, rank.shape[1])
+    out_counts = np.zeros(n, dtype=np.int64)
+    out_idx, out_val = [], []
+    for start in range(0, n, chunk_rows):
+        stop = min(n, start + chunk_rows)
+        parts = []
+        for t in range(k2):
+            owner, pos = _expand_segments(indptr, rank[start:stop, t])
+            parts.append((owner * n + indices[pos], values[pos]))
+        keys = np.unique(np.concatenate([p[0] for p in parts]))
+        acc = np.zeros(keys.size, dtype=np.float32)
+        for part_keys, part_vals in parts:  # a key occurs once per source row
+            where = np.searchsorted(keys, part_keys)
+            acc[where] += part_vals
+        np.true_divide(acc, np.intp(k2), out=acc, casting='unsafe')
+        out_counts[start:stop] = np.bincount(keys // n, minlength=stop - start)
+        out_idx.append(keys % n)
+        out_val.append(acc)
+    out_ptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(out_counts, out=out_ptr[1:])
+    return out_ptr, np.concatenate(out_idx), np.concatenate(out_val)
+
+
+def min_sum_distance(indptr: np.ndarray,
+                     indices: np.ndarray,
+                     values: np.ndarray,
+                     acc_bytes: int = _ACC_BYTES,
+                     rows: Optional[np.ndarray] = None,
+                     clip_negative: bool = True) -> sp.csr_matrix:
+    """d_J from the rows of Vq (step 5), on pairs sharing a column.
+
+    For a chunk of rows i, ``s(i, .)`` accumulates in a (rows, N) float32
+    buffer, column by column in increasing order (the references' order);
+    all rows of the chunk advance together, one column rank per step, so no
+    (i, j) is written twice in one vectorised step.
+
+    Args:
+        indptr, indices, values: CSR of Vq, (N + 1,), (nnz,), (nnz,),
+            columns sorted within every row.
+        acc_bytes: Size of the accumulator buffer.
+        rows: (R,) int64 the points i whose distances to all N points are
+            wanted (default: all N).
+        clip_negative: Whether d_J below 0 (s above 1 by a rounding) is
+            set to 0, as the clustering reference does.
+
+    Returns:
+        (R, N) float32 CSR, sorted indices, d_J of every pair (i, j) whose
+        Vq rows share a column, (i, i) included (explicitly stored even
+        where it is 0).
+    """
+    n = indptr.size - 1
+    rows = np.arange(n) if rows is None else np.asarray(rows, np.int64)
+    vq = sp.csr_matrix((values, indices, indptr), shape=(n, n))
+    col_major = vq.tocsc()  # column c -> rows j with Vq[j, c] != 0
+    c_ptr = col_major.indptr.astype(np.int64)
+    c_rows, c_vals = col_major.indices.astype(np.int64), col_major.data
+    # Pairs sharing a column: the pattern of Vq Vq^T (counts are not used).
+    support = sp.csr_matrix(
+        (np.ones(indices.size, np.float32), indices, indptr), shape=(n, n))
+    support_t = support.T.tocsr()
+    chunk = max(1, min(rows.size, acc_bytes // (4 * max(n, 1))))
+    acc = np.zeros(chunk * n, dtype=np.float32)
+    row_nnz = np.diff(indptr)
+    out_ptr = np.zeros(rows.size + 1, dtype=np.int64)
+    out_idx, out_val = [], []
+    for start in range(0, rows.size, chunk):
+        sel = rows[start:start + chunk]
+        pattern = support[sel] @ support_t
+        pattern.sort_indices()
+        local_nnz = row_nnz[sel]
+        for t in range(int(local_nnz.max(initial=0))):
+            active = np.flatnonzero(local_nnz > t)
+            entry = indptr[sel[active]] + t
+            owner, pos = _expand_segments(c_ptr, indices[entry])
+            contrib = np.minimum(values[entry][owner], c_vals[pos])
+            target = active[owner] * n + c_rows[pos]
+            acc[target] += contrib
+        lrow = np.repeat(np.arange(sel.size), np.diff(pattern.indptr))
+        target = lrow * n + pattern.indices
+        s = acc[target]
+        acc[target] = 0
+        dist = 1 - s / (2 - s)
+        if clip_negative:
+            np.maximum(dist, 0, out=dist)
+        out_ptr[start + 1:start + sel.size + 1] = np.diff(pattern.indptr)
+        out_idx.append(pattern.indices)
+        out_val.append(dist.astype(np.float32, copy=False))
+    np.cumsum(out_ptr, out=out_ptr)
+    idx_dtype = np.int32 if n < 2**31 else np.int64
+    dist = sp.csr_matrix(
+        (np.concatenate(out_val) if out_val else np.zeros(0, np.float32),
+         np.concatenate(out_idx).astype(idx_dtype) if out_idx else np.zeros(
+             0, idx_dtype), out_ptr.astype(idx_dtype)),
+        shape=(rows.size, n))
+    dist.has_sorted_indices = True
+    return dist
+
+
+def k_reciprocal_jaccard(x: Union[torch.Tensor, np.ndarray],
+                         rank: np.ndarray,
+                         k1: int,
+                         k2: int,
+                         self_among_k1: bool = True,
+                         metric: str = 'sqeuclidean',
+                         clip_negative: bool = True,
+                         rows: Optional[np.ndarray] = None) -> sp.csr_matrix:
+    """The k-reciprocal Jaccard distance d_J, steps 1-5 of the module doc.
+
+    Args:
+        x: What the weights' distance comes from: (N, D) features or (N, N)
+            distances, see :func:`expansion_weights`.
+        rank: (N, k) int64 rank lists, k >= the width of R (see
+            :func:`expanded_sets`) and >= k2 (else k2 is clamped).
+        k1: Neighbourhood size.
+        k2: Size of the local query expansion (none when <= 1).
+        self_among_k1: See :func:`expanded_sets`.
+        metric: ``'sqeuclidean'`` or ``'precomputed'``.
+        clip_negative: See :func:`min_sum_distance`.
+        rows: (R,) the points i whose rows of d_J are wanted (default all).
+
+    Returns:
+        (R, N) float32 CSR with sorted indices, d_J where the rows' expanded
+        neighbourhoods overlap; every pair not stored has d_J = 1.
+    """
+    e_ptr, e_idx = expanded_sets(rank, k1, self_among_k1)
+    v_val = expansion_weights(x, e_ptr, e_idx, metric=metric)
+    if k2 > 1:
+        q_ptr, q_idx, q_val = query_expansion(e_ptr, e_idx, v_val, rank, k2)
+    else:
+        q_ptr, q_idx, q_val = e_ptr, e_idx, v_val
+    del e_idx, v_val
+    return min_sum_distance(
+        q_ptr, q_idx, q_val, rows=rows, clip_negative=clip_negative)

@@ -1,0 +1,3 @@
+from .random_erasing import NormalizedRandomErasing
+
+__all__ = ['NormalizedRandomErasing']
