@@ -15,8 +15,6 @@ import sys
 import pytest
 import torch
 
-from mmcc.testing.synthetic import generate_synthetic_reid
-
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(
     ROOT, 'configs/cluster_contrast/'
@@ -41,16 +39,8 @@ custom_hooks = [
 
 
 @pytest.fixture(scope='module')
-def tree(tmp_path_factory):
-    root = tmp_path_factory.mktemp('synthetic')
-    generate_synthetic_reid(
-        str(root),
-        num_train_ids=8,
-        num_test_ids=4,
-        images_per_id=8,
-        num_cams=3,
-        seed=3)
-    return str(root)
+def tree(tiny_synthetic):
+    return tiny_synthetic
 
 
 @pytest.fixture(scope='module')

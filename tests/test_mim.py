@@ -84,22 +84,15 @@ def test_editable_install_links_the_checkouts_tools_and_configs():
 
 
 @editable_only
-def test_mim_trains_and_tests_the_development_install(tmp_path):
+def test_mim_trains_and_tests_the_development_install(tmp_path,
+                                                      tiny_synthetic):
     """``make setup``'s install: mim finds the checkout's tools through the
     links, and ``mim train mmcc`` / ``mim test mmcc`` run a config by name.
     """
     pytest.importorskip('mim')
     pkg_root = mim_installed_path()
     assert osp.samefile(pkg_root, osp.join(ROOT, 'mmcc'))
-    from mmcc.testing.synthetic import generate_synthetic_reid
-    data = tmp_path / 'data'
-    generate_synthetic_reid(
-        str(data),
-        num_train_ids=6,
-        num_test_ids=3,
-        images_per_id=6,
-        num_cams=2,
-        seed=1)
+    data = tiny_synthetic
     config = 'cluster-contrast_mobilenetv2_dbscan_1xb64-14e_synthetic.py'
     options = ['model.backbone.init_cfg=None'] + [
         f'{key}.dataset.data_root={data}'

@@ -7,33 +7,18 @@ persistent workers included), and evaluation must run at the end.
 import os.path as osp
 
 import numpy as np
-import pytest
 import torch
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.runner import Runner
 
 from mmcc.engine.hooks.pseudo_label_hook import train_sampler
-from mmcc.testing.synthetic import generate_synthetic_reid
 from mmcc.utils import register_all_modules
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(
     ROOT, 'configs/cluster_contrast/'
     'cluster-contrast_mobilenetv2_dbscan_1xb64-14e_synthetic.py')
-
-
-@pytest.fixture(scope='module')
-def tiny_synthetic(tmp_path_factory):
-    root = tmp_path_factory.mktemp('synthetic')
-    generate_synthetic_reid(
-        str(root),
-        num_train_ids=8,
-        num_test_ids=4,
-        images_per_id=8,
-        num_cams=3,
-        seed=3)
-    return str(root)
 
 
 class BatchRecorder(Hook):
@@ -45,7 +30,7 @@ class BatchRecorder(Hook):
         self.stats = {}
 
     def before_train_epoch(self, runner):
-        # runs after PseudoLabelHook (both NORMAL, registered later)
+        # registered with priority LOW: runs after PseudoLabelHook (NORMAL)
         epoch = runner.epoch
         self.head_labels[epoch] = runner.model.head.sample_labels.clone()
         self.sampler_labels[epoch] = np.array(

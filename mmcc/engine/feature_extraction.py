@@ -5,9 +5,7 @@ from mmengine.dist import all_gather, get_world_size, is_main_process
 from mmengine.model import is_model_wrapper
 from mmengine.utils import ProgressBar
 
-
-def _sample_index(sample) -> int:
-    return int(sample.metainfo['sample_idx'])
+from mmcc.utils import sample_index
 
 
 @torch.no_grad()
@@ -47,7 +45,7 @@ def extract_features(model,
         data = model.data_preprocessor(data, False)
         feats.append(model(data['inputs'], mode='tensor').float())
         indices.append(
-            torch.tensor([_sample_index(s) for s in data['data_samples']],
+            torch.tensor([sample_index(s) for s in data['data_samples']],
                          device=feats[-1].device))
         if bar is not None:
             bar.update()

@@ -55,6 +55,21 @@ _MODES = ('mean', 'hard')
 _EPS = 1e-12
 
 
+def check_update_args(momentum: float, mode: str) -> float:
+    """Validate the update's settings; returns ``momentum`` as a float.
+
+    Raises:
+        ValueError: ``mode`` is not ``'mean'`` or ``'hard'``, or
+            ``momentum`` lies outside ``[0, 1]``.
+    """
+    if mode not in _MODES:
+        raise ValueError(f'mode must be one of {_MODES}, got {mode!r}')
+    momentum = float(momentum)
+    if not 0.0 <= momentum <= 1.0:
+        raise ValueError(f'momentum must be in [0, 1], got {momentum}')
+    return momentum
+
+
 def momentum_update(memory: Tensor,
                     queries: Tensor,
                     labels: Tensor,
@@ -79,11 +94,7 @@ def momentum_update(memory: Tensor,
     Returns:
         Tensor: ``memory`` itself (same storage), for chaining.
     """
-    if mode not in _MODES:
-        raise ValueError(f'mode must be one of {_MODES}, got {mode!r}')
-    momentum = float(momentum)
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f'momentum must be in [0, 1], got {momentum}')
+    momentum = check_update_args(momentum, mode)
     if memory.dim() != 2 or queries.dim() != 2 or \
             queries.shape[1] != memory.shape[1]:
         raise ValueError('expected memory (K, D) and queries (B, D), got '

@@ -9,9 +9,8 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 
 from mmcc.registry import MODELS
-from ..functional import momentum_update
-
-_UPDATE_MODES = ('mean', 'hard')
+from mmcc.utils import sample_index
+from ..functional import check_update_args, momentum_update
 
 
 @MODELS.register_module()
@@ -57,11 +56,7 @@ class ClusterMemoryHead(BaseModule):
             raise ValueError(
                 'ClusterMemoryHead needs feat_dim; inside a ReIDModel it is '
                 "taken from the neck's output size, elsewhere pass it")
-        if update_mode not in _UPDATE_MODES:
-            raise ValueError(f'update_mode must be one of {_UPDATE_MODES}, '
-                             f'got {update_mode!r}')
-        if not 0.0 <= momentum <= 1.0:
-            raise ValueError(f'momentum must be in [0, 1], got {momentum}')
+        momentum = check_update_args(momentum, update_mode)
         if temperature <= 0:
             raise ValueError(f'temperature must be > 0, got {temperature}')
         self.feat_dim = feat_dim
@@ -178,24 +173,10 @@ class ClusterMemoryHead(BaseModule):
 
     def _pseudo_labels(self, data_samples: Sequence) -> Tensor:
         """(B,) int64 pseudo-labels, looked up by ``sample_idx``."""
-        indices = [self._sample_idx(sample) for sample in data_samples]
+        indices = [sample_index(sample) for sample in data_samples]
         indices = torch.as_tensor(
             indices, dtype=torch.long, device=self.sample_labels.device)
         return self.sample_labels[indices]
-
-    @staticmethod
-    def _sample_idx(sample) -> int:
-        if isinstance(sample, dict):
-            idx = sample.get('sample_idx')
-        else:
-            idx = getattr(sample, 'sample_idx', None)
-            if idx is None and hasattr(sample, 'metainfo'):
-                idx = sample.metainfo.get('sample_idx')
-        if idx is None:
-            raise KeyError('data samples must carry `sample_idx` (keep it in '
-                           'PackInputs meta_keys): the pseudo-labels are '
-                           'looked up by dataset index')
-        return int(idx)
 
     @staticmethod
     def _last(feats: Union[Tensor, Tuple[Tensor]]) -> Tensor:
