@@ -31,10 +31,11 @@ assert digit_version(MMENGINE_MIN) <= digit_version(mmengine.__version__) < \
 warnings.filterwarnings(
     'ignore', message='Fail to import ``MultiScaleDeformableAttention``')
 
-# Let ``runner.resume`` load our own checkpoints with weights_only=True.
+# Every checkpoint mmengine loads (resume, load_from, init_cfg, tools/test.py)
+# goes through torch.load(weights_only=True) with mmcc's allow-list.
 from .utils.checkpoint_safe_globals import \
-    register_checkpoint_safe_globals  # noqa: E402
+    register_safe_checkpoint_loaders  # noqa: E402
 
-register_checkpoint_safe_globals()
+register_safe_checkpoint_loaders()
 
 __all__ = ['__version__']

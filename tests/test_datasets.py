@@ -1,7 +1,9 @@
 """Re-ID data sets: parsing of each benchmark's naming, and clear errors.
 
 Fixture trees are built in ``tmp_path`` with each data set's real naming;
-images are empty placeholders except where a pipeline loads them.
+images are placeholders holding only a JPEG header (what the data sets'
+load-time check reads; see ``test_bad_files.py``) except where a pipeline
+loads them.
 """
 import os.path as osp
 import re
@@ -23,13 +25,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 MARKET_TRAINSPLIT = REPO_ROOT.parent / 'shared' / 'data' / \
     'market1501-trainsplit'
 INFO_KEYS = {'img_path', 'gt_label', 'camid', 'is_query', 'sample_idx'}
+# A JPEG start (SOI + APP0 marker): passes the data sets' header check, but
+# does not decode.
+JPEG_HEADER = b'\xff\xd8\xff\xe0\x00\x10JFIF\x00'
 
 
 def touch(folder: Path, *names: str) -> None:
+    """Placeholder images (a JPEG header only) ``folder/name``."""
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_bytes(b'')
+        (folder / name).write_bytes(JPEG_HEADER)
 
 
 def write_jpeg(path: Path, value: int) -> None:
@@ -542,7 +548,7 @@ def test_query_and_gallery_in_one_dataset(tmp_path):
     for folder, files in names.items():
         (root / folder).mkdir(parents=True)
         for name in files:
-            (root / folder / name).touch()
+            (root / folder / name).write_bytes(JPEG_HEADER)
     both = Market1501(
         split=('query', 'gallery'), data_root=str(root), lazy_init=False)
     assert [both.get_data_info(i)['is_query']

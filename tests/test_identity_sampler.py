@@ -277,7 +277,11 @@ def test_the_loader_batch_size_is_the_one_key():
         batches = list(loader)
         assert len(loader) == len(batches) == 4
         for batch in batches:
-            block_labels = labels[np.asarray(batch)].reshape(-1, Z)
+            # the data set got (index, augmentation seed) pairs, which
+            # mmengine's collate transposes
+            indices, seeds = map(np.asarray, batch)
+            assert len(set(seeds.tolist())) == batch_size
+            block_labels = labels[indices].reshape(-1, Z)
             assert block_labels.shape == (batch_size // Z, Z)
             assert (block_labels == block_labels[:, :1]).all()
             assert len(set(block_labels[:, 0])) == batch_size // Z
@@ -298,3 +302,32 @@ def test_batch_sampler_refuses_conflicting_or_foreign_samplers():
     IdentityBatchSampler(make(np.zeros(12)), batch_size=P * Z)  # agrees
     with pytest.raises(TypeError, match='identity sampler'):
         IdentityBatchSampler(SequentialSampler(range(4)), batch_size=2)
+
+
+def test_batches_carry_augmentation_seeds_of_the_global_sequence():
+    """Each index comes with the seed of its augmentation: the same for the
+    same (seed, epoch, global batch) whatever the rank layout, another one
+    in another epoch."""
+    from mmcc.datasets.samplers import IdentityBatchSampler
+    labels, cam_ids = random_problem()
+
+    def epoch_batches(epoch, rank=0, world_size=1, iters=4):
+        sampler = make(
+            cam_ids,
+            labels,
+            batch_size=None,
+            iters_per_epoch=iters,
+            rank=rank,
+            world_size=world_size)
+        sampler.set_epoch(epoch)
+        return list(IdentityBatchSampler(sampler, batch_size=P * Z))
+
+    whole = epoch_batches(3)
+    assert whole == epoch_batches(3)
+    seeds = [seed for batch in whole for _, seed in batch]
+    assert len(set(seeds)) == len(seeds)  # one seed per image
+    assert all(0 <= seed < 2**32 for seed in seeds)
+    other = epoch_batches(4)
+    assert [s for b in other for _, s in b] != seeds
+    # rank 1 of 2 gets global batches 1 and 3, with their seeds
+    assert epoch_batches(3, rank=1, world_size=2, iters=2) == whole[1::2]

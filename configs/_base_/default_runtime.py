@@ -4,9 +4,10 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=50),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    # keep the best checkpoint by the re-ID metric's mAP
+    # keep the best checkpoint by the re-ID metric's mAP; written through a
+    # rename, so a run killed at any moment resumes from a complete one
     checkpoint=dict(
-        type='CheckpointHook',
+        type='AtomicCheckpointHook',
         interval=10,
         max_keep_ckpts=2,
         save_best='reid/mAP',
@@ -16,6 +17,8 @@ default_hooks = dict(
     # each epoch, so the next clustering pass, which embeds one shard per
     # rank, embeds all shards with the same model
     sync_buffers=dict(type='SyncBuffersHook'),
+    # stop at the first NaN/Inf loss, naming the epoch and iteration
+    non_finite_loss=dict(type='NonFiniteLossHook'),
 )
 
 env_cfg = dict(

@@ -18,12 +18,15 @@ of the tests and of ``benchmark_pseudo_labels.py``; both give the same
 float32 values bit for bit. The reference's ``use_float16`` storage option
 (off in its training scripts) is not reproduced.
 """
+import logging
 from typing import Optional
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from mmengine.logging import print_log
 
+from mmcc.utils.checks import check_features, check_int, l2_normalised
 from .k_reciprocal import k_reciprocal_jaccard
 from .knn import ArrayLike, as_float32_numpy, knn_search
 
@@ -37,10 +40,18 @@ def jaccard_distance(features: ArrayLike,
     """k-reciprocal Jaccard distance between all rows of ``features``.
 
     Args:
-        features: (N, D) L2-normalised embeddings, array or tensor (a tensor
-            stays on its device for the softmax weights).
-        k1: Size of the kNN lists, the point itself included (clamped to N).
-        k2: Size of the local query expansion, itself included (clamped).
+        features: (N, D) finite embeddings, array or tensor (a tensor stays
+            on its device for the softmax weights), N >= 1. Rows are
+            L2-normalised here unless every norm is within 1e-3 of 1
+            already (then used as given: the same result bit for bit).
+        k1: Size of the kNN lists, the point itself included, >= 1. Above
+            N the lists are clamped to N points, with a warning: every pair
+            is then k-reciprocal and the distance stops telling
+            neighbourhoods apart (:func:`cluster_features` therefore
+            clamps k1 further, to N // 3). ``round(k1 / 2)`` keeps the
+            given k1, as in the naive baseline.
+        k2: Size of the local query expansion, itself included,
+            1 <= k2 <= k1 (clamped to N with k1).
         knn: kNN method, ``'auto'``, ``'exact'``, ``'screened'``,
             ``'hnsw'`` or ``'ivf'`` (:func:`mmcc.clustering.knn_search`).
         knn_backend: ``'auto'``, ``'faiss'`` or ``'torch'``.
@@ -53,15 +64,33 @@ def jaccard_distance(features: ArrayLike,
         storing d_J for every pair whose expanded neighbourhoods overlap,
         the diagonal always stored (an explicit 0 where d_J(i, i) is 0);
         every pair not stored has d_J = 1, the maximum.
+
+    Raises:
+        ValueError: ``features`` not (N, D) with N >= 1, with NaN/Inf
+            values or a row of norm 0; ``k1``, ``k2`` not integers >= 1, or
+            ``k2 > k1``.
     """
+    k1, k2 = check_int(k1, 'k1'), check_int(k2, 'k2')
+    if k2 > k1:
+        raise ValueError(f'k2={k2} must not exceed k1={k1}: the query '
+                         'expansion averages over the first k2 entries of '
+                         'the k1-long kNN lists')
     if isinstance(features, torch.Tensor):
         x = features.detach().float().contiguous()
     else:
         x = torch.from_numpy(as_float32_numpy(features))
+    check_features(x)
+    x = l2_normalised(x)
     n = x.shape[0]
-    if n == 0:
-        return sp.csr_matrix((0, 0), dtype=np.float32)
     width = min(k1, n)
+    if width < k1:
+        print_log(
+            f'jaccard_distance: k1={k1} is more than the N={n} points; kNN '
+            f'lists clamped to {n}' + (f', k2={k2} to {n}' if k2 > n else '') +
+            '. Every pair is then k-reciprocal and the distance barely '
+            'separates groups: use k1 <= N // 3 (cluster_features does)',
+            logger='current',
+            level=logging.WARNING)
     if rank is None:
         rank, _ = knn_search(x, width, method=knn, backend=knn_backend)
     rank = np.ascontiguousarray(rank[:, :width], dtype=np.int64)

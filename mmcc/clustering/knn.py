@@ -22,6 +22,7 @@ screened exact search of :mod:`.knn_screened`, and faiss's approximate HNSW
 and IVF-Flat indexes. Every function returning neighbours returns
 ``(ids, sims)``.
 """
+import logging
 import math
 import warnings
 from functools import partial
@@ -29,7 +30,9 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
+from mmengine.logging import print_log
 
+from mmcc.utils.checks import check_features, check_int, l2_normalised
 from mmcc.utils.device import cpu_has_native_bf16
 from .budgets import SIMILARITY_BLOCK_BYTES
 from .knn_screened import screened_search
@@ -269,13 +272,15 @@ def knn_search(features: ArrayLike,
                **options) -> Tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest points of every point, itself included and first.
 
-    Nearest = largest inner product, i.e. cosine similarity for L2-normalised
-    rows (features are used as given, not re-normalised). ``k`` is clamped to
-    N, so a set smaller than ``k`` gives every point all N points.
+    Nearest = largest cosine similarity. Rows are L2-normalised first
+    unless every norm is within 1e-3 of 1 already (then the features are
+    used as given, so normalised input gives the same lists bit for bit).
+    ``k`` is clamped to N with a warning: a set smaller than ``k`` gives
+    every point all N points.
 
     Args:
-        features: (N, D) L2-normalised features, array or tensor.
-        k: Entries per row, the point itself included.
+        features: (N, D) finite features, array or tensor, N >= 1.
+        k: Entries per row, the point itself included, >= 1.
         method: ``'auto'`` (default, see :func:`resolve_knn_method`),
             ``'exact'`` (float32 brute force, O(N^2 D) time), ``'screened'``
             (the same result as ``'exact'``, faster on CPUs with native
@@ -299,20 +304,32 @@ def knn_search(features: ArrayLike,
 
     Returns:
         tuple: ``(ids, sims)``, (N, k) int64 neighbour ids and (N, k) float32
-        inner products, ordered as described in the module docstring
-        (``ids[:, 0] == arange(N)``).
+        inner products of the normalised rows, ordered as described in the
+        module docstring (``ids[:, 0] == arange(N)``).
+
+    Raises:
+        ValueError: ``features`` not (N, D) with N >= 1, or with NaN/Inf
+            values or a row of norm 0; ``k`` < 1; unknown method/backend.
     """
     if method not in ('auto', 'exact', 'screened', 'hnsw', 'ivf'):
         raise ValueError(f'unknown kNN method {method!r}')
     if backend not in ('auto', 'faiss', 'torch'):
         raise ValueError(f'unknown kNN backend {backend!r}')
+    k = check_int(k, 'k')
+    if not isinstance(features, torch.Tensor):
+        features = as_float32_numpy(features)
+    check_features(features)
+    features = l2_normalised(features)
     method = resolve_knn_method(method, features, backend)
     x = as_float32_numpy(features)
     n = x.shape[0]
-    k = int(min(k, n))
-    if n == 0 or k <= 0:
-        return (np.zeros((n, max(k, 0)),
-                         np.int64), np.zeros((n, max(k, 0)), np.float32))
+    if k > n:
+        print_log(
+            f'knn_search: k={k} is more than the N={n} points; using k={n} '
+            '(every list holds every point)',
+            logger='current',
+            level=logging.WARNING)
+        k = n
     use_faiss = backend == 'faiss' or (backend == 'auto' and faiss_available())
     if use_faiss and not faiss_available():
         raise ImportError('backend="faiss" needs the faiss package')

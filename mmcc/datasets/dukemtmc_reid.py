@@ -27,5 +27,7 @@ class DukeMTMCReID(BaseReIDDataset):
     METAINFO = dict(dataset_name='DukeMTMC-reID', num_cameras=8)
     SPLIT_FOLDERS = dict(
         train='bounding_box_train', query='query', gallery='bounding_box_test')
-    FILENAME_PATTERN = re.compile(r'(?P<pid>-1|\d+)_c(?P<cam>\d)_f\d+\.jpg')
+    # re.ASCII: \d is 0-9 only, not any Unicode digit.
+    FILENAME_PATTERN = re.compile(r'(?P<pid>-1|\d+)_c(?P<cam>\d)_f\d+\.jpg',
+                                  re.ASCII)
     NAME_EXAMPLE = '0001_c2_f0046182.jpg'

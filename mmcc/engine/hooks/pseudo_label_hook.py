@@ -1,6 +1,7 @@
 from typing import Optional, Union
 
 import numpy as np
+import torch
 from mmengine.dist import broadcast_object_list, is_main_process
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -35,6 +36,14 @@ class PseudoLabelHook(Hook):
     them up by ``sample_idx``) and to the train sampler (``set_labels``).
     Outliers (-1) are never sampled. Labels stay in the main process, so
     persistent data-loader workers never see stale labels.
+
+    Degenerate rounds have defined outcomes: NaN/Inf embeddings stop the
+    run (``FloatingPointError`` naming the epoch and iteration); every
+    sample noise (0 clusters) stops it (``RuntimeError``); a single cluster
+    is logged as a warning and the epoch trains on (its loss is 0; the next
+    round may split the set); nearly identical embeddings are logged as a
+    warning. An epoch that does not re-cluster (``interval`` > 1) hands the
+    head's labels to the sampler if it has none, as after a resume.
 
     Args:
         cluster (dict): Clustering config, e.g.
@@ -81,10 +90,16 @@ class PseudoLabelHook(Hook):
             sampler.check_batch_size(loader.batch_sampler.batch_size)
 
     def before_train_epoch(self, runner) -> None:
-        if runner.epoch % self.interval != 0:
-            return
         model = runner.model.module if is_model_wrapper(
             runner.model) else runner.model
+        if runner.epoch % self.interval != 0:
+            # No clustering this epoch. A run resumed here has the labels
+            # back in the head (a checkpointed buffer) but not yet in the
+            # sampler.
+            sampler = train_sampler(runner.train_dataloader)
+            if sampler.labels is None and model.head.num_clusters:
+                sampler.set_labels(model.head.sample_labels.cpu().numpy())
+            return
         dataloader = self._build_dataloader(runner)
         train_set = runner.train_dataloader.dataset
         if len(dataloader.dataset) != len(train_set):
@@ -97,6 +112,13 @@ class PseudoLabelHook(Hook):
             f'Epoch {runner.epoch}: embedding {len(train_set)} training '
             'images for clustering')
         features = extract_features(model, dataloader, progress=self.progress)
+        if not bool(torch.isfinite(features).all()):
+            bad = int((~torch.isfinite(features)).any(dim=1).sum())
+            raise FloatingPointError(
+                f'Epoch {runner.epoch} (iteration {runner.iter}): {bad} of '
+                f'{len(features)} training embeddings are NaN/Inf; the model '
+                'has diverged. Resume from an earlier checkpoint, e.g. with '
+                'a lower learning rate.')
         # Embeddings that (nearly) coincide cluster into noise. A backbone
         # with random weights does this in eval mode when its init is too
         # small for its BatchNorm statistics (mmpretrain's EfficientNet and
@@ -118,8 +140,20 @@ class PseudoLabelHook(Hook):
         num_clusters = int(labels.max()) + 1
         if num_clusters == 0:
             raise RuntimeError(
-                'PseudoLabelHook: clustering marked every sample as noise; '
-                f'check the clustering config {self.cluster_cfg}')
+                f'PseudoLabelHook: epoch {runner.epoch}: clustering marked '
+                f'every sample as noise; check the clustering config '
+                f'{self.cluster_cfg}')
+        if num_clusters == 1:
+            # Documented choice: train on. ClusterNCE over one cluster is a
+            # constant (a zero gradient), so this epoch changes only the
+            # BatchNorm statistics and the weight decay; the next clustering
+            # may split the set again. Stopping would end a long run that a
+            # different eps could save.
+            runner.logger.warning(
+                f'Epoch {runner.epoch}: clustering found a single cluster '
+                f'({int((labels >= 0).sum())} of {len(labels)} images): '
+                'the loss is 0 and this epoch trains nothing. If it '
+                'persists, lower eps (DBSCAN) or min_sim (Infomap).')
 
         centroids = cluster_centroids(features, labels, num_clusters)
         model.head.reset(centroids, labels)

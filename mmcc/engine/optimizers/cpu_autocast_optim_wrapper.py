@@ -40,8 +40,8 @@ def amp_optim_wrapper(optim_wrapper: dict) -> dict:
 
     CUDA: mmengine's ``AmpOptimWrapper`` (float16, dynamic loss scale).
     A CPU with native bfloat16: :class:`CPUAutocastOptimWrapper`.
-    Any other CPU: ``ValueError``, since emulated bfloat16 is slower than
-    float32 (5-10x for MobileNetV2, measured on an AVX2-only CPU).
+    Any other CPU: ``ValueError``, since emulated bfloat16 is several times
+    slower than float32 (``docs/benchmarks.md``).
     """
     optim_wrapper = dict(optim_wrapper)
     if torch.cuda.is_available():

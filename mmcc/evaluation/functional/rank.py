@@ -13,6 +13,8 @@ number of valid entries at a distance **smaller than or equal to** its own,
 i.e. a tie is resolved against the query. Without ties this is the usual
 1-based position in the sorted list.
 """
+import math
+import numbers
 import warnings
 from typing import Dict, Sequence, Union
 
@@ -20,6 +22,7 @@ import numpy as np
 import torch
 
 from mmcc.clustering import k_reciprocal_jaccard
+from mmcc.utils.checks import check_finite, check_int
 
 ArrayLike = Union[np.ndarray, torch.Tensor, Sequence]
 
@@ -105,10 +108,18 @@ def rank_metrics(
     Returns:
         dict[str, float]: ``mAP``, ``mINP`` and ``top{k}`` for every k, as
         fractions in [0, 1].
+
+    Raises:
+        ValueError: ``distmat`` not 2-D, or holding NaN or -inf (``+inf``
+            is allowed: an entry infinitely far, ranked last).
     """
     distmat = torch.as_tensor(distmat)
     if not distmat.is_floating_point() or distmat.dtype == torch.float16:
         distmat = distmat.float()
+    if distmat.dim() != 2:
+        raise ValueError('distmat must be 2-D (Q, G), got shape '
+                         f'{tuple(distmat.shape)}')
+    check_finite(distmat, 'distmat', allow_posinf=True)
     device = distmat.device
 
     def as_long(x):
@@ -207,10 +218,15 @@ def rank_metrics(
     return results
 
 
-def _to_numpy(x: ArrayLike) -> np.ndarray:
+def _to_numpy(x: ArrayLike, name: str, shape: tuple) -> np.ndarray:
+    """``x`` as float32, required to be finite and of the given shape."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
-    return np.asarray(x, dtype=np.float32)
+    x = np.asarray(x, dtype=np.float32)
+    if x.shape != shape:
+        raise ValueError(f'{name} must have shape {shape}, got {x.shape}')
+    check_finite(x, name)
+    return x
 
 
 def _nearest_neighbours(dist: np.ndarray, k: int) -> np.ndarray:
@@ -264,11 +280,30 @@ def re_ranking(q_g_dist: ArrayLike,
 
     Returns:
         np.ndarray: (Q, G) float32 re-ranked distances.
+
+    Raises:
+        ValueError: A distance matrix of the wrong shape or with NaN/Inf
+            entries (the row normalisation cannot handle infinity);
+            ``k1``, ``k2`` not integers >= 1 (``k2 > k1`` is allowed);
+            ``lambda_value`` outside [0, 1].
     """
-    q_g_dist = _to_numpy(q_g_dist)
-    num_query = len(q_g_dist)
-    dist = np.block([[_to_numpy(q_q_dist), q_g_dist],
-                     [q_g_dist.T, _to_numpy(g_g_dist)]])
+    k1, k2 = check_int(k1, 'k1'), check_int(k2, 'k2')
+    if (isinstance(lambda_value, bool)
+            or not isinstance(lambda_value, numbers.Real)
+            or not math.isfinite(lambda_value) or not 0 <= lambda_value <= 1):
+        raise ValueError(
+            f'lambda_value must be a number in [0, 1], got {lambda_value!r}')
+    q_g_shape = tuple(np.shape(q_g_dist))
+    if len(q_g_shape) != 2:
+        raise ValueError(f'q_g_dist must be 2-D (Q, G), got shape {q_g_shape}')
+    num_query, num_gallery = q_g_shape
+    q_g_dist = _to_numpy(q_g_dist, 'q_g_dist', q_g_shape)
+    dist = np.block(
+        [[_to_numpy(q_q_dist, 'q_q_dist', (num_query, num_query)), q_g_dist],
+         [
+             q_g_dist.T,
+             _to_numpy(g_g_dist, 'g_g_dist', (num_gallery, num_gallery))
+         ]])
     np.square(dist, out=dist)
     # The reference divides columns by their maximum and transposes, which
     # for a symmetric matrix is this row normalisation.

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from mmengine.evaluator import BaseMetric
 
 from mmcc.registry import METRICS
+from mmcc.utils.checks import check_finite
 from ..functional import rank_metrics, re_ranking
 
 
@@ -94,9 +95,14 @@ class ReIDMetric(BaseMetric):
 
         Returns:
             dict[str, float]: ``mAP``, ``mINP`` and ``top{k}`` in percent.
+
+        Raises:
+            ValueError: An embedding holds NaN or Inf (a diverged model),
+                which would otherwise score as a perfect ranking.
         """
-        feats = F.normalize(
-            torch.stack([r['feat'] for r in results]).float(), dim=1)
+        feats = torch.stack([r['feat'] for r in results]).float()
+        check_finite(feats, 'ReIDMetric: the collected pred_feat')
+        feats = F.normalize(feats, dim=1)
         labels = torch.tensor([r['label'] for r in results])
         camids = torch.tensor([r['camid'] for r in results])
         is_query = torch.tensor([r['is_query'] for r in results])

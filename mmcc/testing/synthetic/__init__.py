@@ -22,16 +22,15 @@ Everything is a plain function of a seed: each identity, camera and image
 draws from its own ``numpy`` generator keyed by (seed, kind, index), so the
 bytes written do not depend on the order of work. Rendering evaluates the body
 parts as implicit shapes (segments, ellipses, trapezoids in body coordinates)
-on the pixel grid, vectorised with numpy: about 3 ms per crop.
+on the pixel grid, vectorised with numpy (its speed: ``docs/benchmarks.md``).
 
 Modules: :mod:`.identities` draws identities and cameras, :mod:`.render`
 draws one crop, :mod:`.tree` writes the Market-1501 folder tree (names from
 :mod:`mmcc.datasets.naming`, which the data set classes read with).
 
-Difficulty, measured by ``tools/analysis_tools/synthetic_baselines.py`` on the
-default tree: untrained features are weak (colour histograms a few % mAP,
-ImageNet MobileNetV2 under 20 %), while a few hundred Cluster Contrast
-iterations on CPU raise a MobileNetV2's mAP steadily.
+Its difficulty (untrained features are weak; Cluster Contrast training
+raises a MobileNetV2's mAP steadily) is measured by
+``tools/analysis_tools/synthetic_baselines.py``: ``docs/benchmarks.md``.
 """
 from .identities import sample_camera, sample_identity
 from .render import render_image
