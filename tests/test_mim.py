@@ -196,3 +196,30 @@ def test_mmpretrain_tools_train_mmcc_configs(tmp_path, tiny_synthetic):
     log = open(next(work.rglob('*.log'))).read()
     assert 'Pseudo-labels: num_clusters=' in log
     assert 'reid/mAP' in log
+
+
+def test_model_index_lists_every_config_and_mim_search_finds_them():
+    """model-index.yml -> configs/cluster_contrast/metafile.yml names each
+    training config once, with a config file that exists; `mim search mmcc`
+    lists them."""
+    import yaml
+    with open(osp.join(ROOT, 'model-index.yml')) as f:
+        (metafile, ) = yaml.safe_load(f)['Import']
+    with open(osp.join(ROOT, metafile)) as f:
+        models = yaml.safe_load(f)['Models']
+    on_disk = sorted(
+        rel for rel in CONFIGS if rel.startswith('cluster_contrast' + os.sep))
+    listed = sorted(osp.relpath(m['Config'], 'configs') for m in models)
+    assert listed == on_disk
+    assert all(m['Name'] == osp.splitext(osp.basename(m['Config']))[0]
+               for m in models)
+    if not installed_editable():
+        return
+    out = subprocess.run(
+        [osp.join(osp.dirname(sys.executable), 'mim'), 'search', 'mmcc'],
+        cwd=osp.dirname(ROOT),
+        check=True,
+        capture_output=True,
+        text=True).stdout
+    for model in models:
+        assert f'config id: {model["Name"]}\n' in out, model['Name']

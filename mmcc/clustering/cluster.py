@@ -20,6 +20,7 @@ from scipy.sparse import csgraph
 from sklearn.cluster import DBSCAN, HDBSCAN
 
 from mmcc.utils.checks import check_features, check_finite, check_int
+from mmcc.utils.timing import StageClock
 from .jaccard import jaccard_distance
 from .knn import ArrayLike, as_float32_numpy, knn_search
 
@@ -377,7 +378,9 @@ def _check_early(labeller, cfg: dict) -> None:
             check_int(cfg[key], key)
 
 
-def cluster_features(features: ArrayLike, cfg: dict) -> np.ndarray:
+def cluster_features(features: ArrayLike,
+                     cfg: dict,
+                     timings: Optional[dict] = None) -> np.ndarray:
     """Pseudo-labels of all embeddings from a clustering config.
 
     Configs (defaults shown; the Jaccard keys ``k1, k2, knn,
@@ -400,6 +403,9 @@ def cluster_features(features: ArrayLike, cfg: dict) -> np.ndarray:
         features: (N, D) finite embeddings (array or tensor), N >= 1,
             L2-normalised here unless already unit rows.
         cfg: The config; ``type`` is case-insensitive.
+        timings: Optional dict; the wall seconds of the stages are added
+            to it (``knn``, ``jaccard``, ``dbscan``/``hdbscan``, or
+            ``infomap``).
 
     Returns:
         (N,) int64 labels, -1 = noise, clusters 0..K-1.
@@ -414,8 +420,10 @@ def cluster_features(features: ArrayLike, cfg: dict) -> np.ndarray:
         raise ValueError(f'unknown clustering type {kind!r}')
     features = _as_features(features)
     n = features.shape[0]
+    clock = StageClock(timings)
     if kind == 'infomap':
-        labels = infomap_labels(features, **cfg)
+        with clock('infomap'):
+            labels = infomap_labels(features, **cfg)
     else:
         jac = {key: cfg.pop(key) for key in _JACCARD_KEYS if key in cfg}
         k1 = check_int(jac.setdefault('k1', 30), 'k1')
@@ -442,11 +450,12 @@ def cluster_features(features: ArrayLike, cfg: dict) -> np.ndarray:
             _warn(f'cluster_features: k1={k1} is too large for N={n} '
                   f'points; using k1={local} (N // 3), k2={jac["k2"]} so '
                   'that k-reciprocal neighbourhoods stay local')
-        distance = jaccard_distance(features, **jac)
-        if kind == 'dbscan':
-            labels = dbscan_labels(distance, **cfg)
-        else:
-            labels = hdbscan_labels(distance, **cfg)
+        distance = jaccard_distance(features, **jac, timings=timings)
+        with clock(kind):
+            if kind == 'dbscan':
+                labels = dbscan_labels(distance, **cfg)
+            else:
+                labels = hdbscan_labels(distance, **cfg)
     num_clusters = int(labels.max()) + 1 if labels.size else 0
     if num_clusters == 1:
         size = int((labels == 0).sum())

@@ -27,6 +27,7 @@ import torch
 from mmengine.logging import print_log
 
 from mmcc.utils.checks import check_features, check_int, l2_normalised
+from mmcc.utils.timing import StageClock
 from .k_reciprocal import k_reciprocal_jaccard
 from .knn import ArrayLike, as_float32_numpy, knn_search
 
@@ -36,7 +37,8 @@ def jaccard_distance(features: ArrayLike,
                      k2: int = 6,
                      knn: str = 'auto',
                      knn_backend: str = 'auto',
-                     rank: Optional[np.ndarray] = None) -> sp.csr_matrix:
+                     rank: Optional[np.ndarray] = None,
+                     timings: Optional[dict] = None) -> sp.csr_matrix:
     """k-reciprocal Jaccard distance between all rows of ``features``.
 
     Args:
@@ -58,6 +60,8 @@ def jaccard_distance(features: ArrayLike,
         rank: Optional precomputed (N, >= min(k1, N)) kNN lists in the
             canonical order of :func:`knn_search` (self first), e.g. to run
             this function and the naive baseline on the same lists.
+        timings: Optional dict; wall seconds of the stages are added to it
+            as ``'knn'`` and ``'jaccard'``.
 
     Returns:
         (N, N) float32 ``scipy.sparse.csr_matrix`` with sorted indices
@@ -91,10 +95,13 @@ def jaccard_distance(features: ArrayLike,
             'separates groups: use k1 <= N // 3 (cluster_features does)',
             logger='current',
             level=logging.WARNING)
+    clock = StageClock(timings)
     if rank is None:
-        rank, _ = knn_search(x, width, method=knn, backend=knn_backend)
+        with clock('knn'):
+            rank, _ = knn_search(x, width, method=knn, backend=knn_backend)
     rank = np.ascontiguousarray(rank[:, :width], dtype=np.int64)
     if rank.shape != (n, width) or (rank[:, 0] != np.arange(n)).any():
         raise ValueError('rank must hold (N, >= min(k1, N)) kNN lists with '
                          'every point first in its own list (knn_search)')
-    return k_reciprocal_jaccard(x, rank, k1, k2)
+    with clock('jaccard'):
+        return k_reciprocal_jaccard(x, rank, k1, k2)

@@ -1,11 +1,43 @@
+import math
+import sys
+import time
 from typing import Optional
 
 import torch
 from mmengine.dist import all_gather, get_world_size, is_main_process
+from mmengine.logging import print_log
 from mmengine.model import is_model_wrapper
 from mmengine.utils import ProgressBar
 
 from mmcc.utils import sample_index
+
+
+class _Progress:
+    """Embedding progress: a bar on a terminal; elsewhere (a log file, a
+    pipe) one logged line per tenth, since a bar's carriage returns pile up
+    on one line there."""
+
+    def __init__(self, num_batches: int) -> None:
+        self.num_batches, self.done, self.images = num_batches, 0, 0
+        self.start = time.perf_counter()
+        self.bar = ProgressBar(num_batches) if sys.stdout.isatty() else None
+        self.every = max(1, math.ceil(num_batches / 10))
+
+    def update(self, batch_images: int) -> None:
+        self.done += 1
+        self.images += batch_images
+        if self.bar is not None:
+            self.bar.update()
+        elif self.done % self.every == 0 or self.done == self.num_batches:
+            rate = self.images / max(time.perf_counter() - self.start, 1e-9)
+            print_log(
+                f'embedding: {self.done}/{self.num_batches} batches, '
+                f'{rate:.0f} images/s',
+                logger='current')
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.file.write('\n')
 
 
 @torch.no_grad()
@@ -28,7 +60,8 @@ def extract_features(model,
             ``sample_idx``.
         num_samples (int, optional): N, the dataset's length. Defaults to
             ``len(dataloader.dataset)``.
-        progress (bool): Show a progress bar on the main process.
+        progress (bool): Report progress on the main process: a bar on a
+            terminal, a logged line per tenth elsewhere.
 
     Returns:
         Tensor: (N, D) float32 embeddings on the CPU; row i is sample i.
@@ -39,18 +72,18 @@ def extract_features(model,
     was_training = model.training
     model.eval()
     feats, indices = [], []
-    bar = ProgressBar(len(dataloader)) if (progress
-                                           and is_main_process()) else None
+    report = _Progress(len(dataloader)) if (progress
+                                            and is_main_process()) else None
     for data in dataloader:
         data = model.data_preprocessor(data, False)
         feats.append(model(data['inputs'], mode='tensor').float())
         indices.append(
             torch.tensor([sample_index(s) for s in data['data_samples']],
                          device=feats[-1].device))
-        if bar is not None:
-            bar.update()
-    if bar is not None:
-        bar.file.write('\n')
+        if report is not None:
+            report.update(len(indices[-1]))
+    if report is not None:
+        report.close()
     model.train(was_training)
 
     feats, indices = torch.cat(feats), torch.cat(indices)

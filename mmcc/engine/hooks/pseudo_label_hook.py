@@ -10,6 +10,7 @@ from mmcc.clustering import (cluster_centroids, cluster_features,
                              pseudo_label_stats)
 from mmcc.engine.feature_extraction import extract_features
 from mmcc.registry import HOOKS
+from mmcc.utils.timing import StageClock
 
 # Unit embeddings of D dimensions spread ~1/sqrt(D) per dimension; far
 # below this they differ by rounding only.
@@ -56,7 +57,11 @@ class PseudoLabelHook(Hook):
         progress (bool): Show a progress bar while embedding.
     """
 
-    priority = 'NORMAL'
+    # Before IterTimerHook (NORMAL), which starts the epoch's clock in its
+    # own before_train_epoch: clustering ran after it and was counted into
+    # the first iteration's data_time (and the ETA). It is reported as its
+    # own figure instead.
+    priority = 'ABOVE_NORMAL'
 
     def __init__(self,
                  cluster: dict,
@@ -111,7 +116,10 @@ class PseudoLabelHook(Hook):
         runner.logger.info(
             f'Epoch {runner.epoch}: embedding {len(train_set)} training '
             'images for clustering')
-        features = extract_features(model, dataloader, progress=self.progress)
+        timings = {}
+        with StageClock(timings)('embed'):
+            features = extract_features(
+                model, dataloader, progress=self.progress)
         if not bool(torch.isfinite(features).all()):
             bad = int((~torch.isfinite(features)).any(dim=1).sum())
             raise FloatingPointError(
@@ -134,9 +142,17 @@ class PseudoLabelHook(Hook):
         labels = [None]
         if is_main_process():
             labels[0] = np.asarray(
-                cluster_features(features, self.cluster_cfg), dtype=np.int64)
+                cluster_features(features, self.cluster_cfg, timings),
+                dtype=np.int64)
         broadcast_object_list(labels)
         labels = labels[0]
+        total = sum(timings.values())
+        runner.logger.info(
+            f'Epoch {runner.epoch}: pseudo-labels took {total:.1f} s: ' +
+            ', '.join(f'{stage} {seconds:.2f} s'
+                      for stage, seconds in timings.items()) +
+            f' ({len(features) / max(timings["embed"], 1e-9):.0f} '
+            'images/s embedded)')
         num_clusters = int(labels.max()) + 1
         if num_clusters == 0:
             raise RuntimeError(
@@ -166,8 +182,6 @@ class PseudoLabelHook(Hook):
         runner.logger.info('Pseudo-labels: ' + ', '.join(
             f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}'
             for k, v in stats.items()))
-        runner.visualizer.add_scalars(
-            {
-                f'pseudo/{k}': v
-                for k, v in stats.items()
-            }, step=runner.epoch)
+        scalars = {f'pseudo/{k}': v for k, v in stats.items()}
+        scalars.update({f'pseudo/time_{k}_s': v for k, v in timings.items()})
+        runner.visualizer.add_scalars(scalars, step=runner.epoch)
