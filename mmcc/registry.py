@@ -68,5 +68,7 @@ WEIGHT_INITIALIZERS = _child('weight initializer',
 METRICS = _child('metric', MMENGINE_METRICS, ['mmcc.evaluation'])
 EVALUATORS = _child('evaluator', MMENGINE_EVALUATOR, ['mmcc.evaluation'])
 # visualisation
-VISUALIZERS = _child('visualizer', MMENGINE_VISUALIZERS, ['mmcc.engine'])
-VISBACKENDS = _child('vis_backend', MMENGINE_VISBACKENDS, ['mmcc.engine'])
+VISUALIZERS = _child('visualizer', MMENGINE_VISUALIZERS,
+                     ['mmcc.engine', 'mmcc.visualization'])
+VISBACKENDS = _child('vis_backend', MMENGINE_VISBACKENDS,
+                     ['mmcc.engine', 'mmcc.visualization'])

@@ -136,6 +136,5 @@ def test_clustering_reports_its_own_timing_and_progress(
     for stage in ('embed', 'knn', 'jaccard', 'dbscan'):
         assert f'{stage} ' in line, line
     # ... and hands the stage times to the visualizer's backends
-    scalars = open(
-        osp.join(runner.log_dir, 'vis_data', 'scalars.json')).read()
+    scalars = open(osp.join(runner.log_dir, 'vis_data', 'scalars.json')).read()
     assert '"pseudo/time_knn_s"' in scalars

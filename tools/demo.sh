@@ -2,7 +2,8 @@
 # The main job (`make demo`): Cluster Contrast on the built-in synthetic data,
 # on CPU. Generates the data, converts the ImageNet MobileNetV2 weights,
 # evaluates the untrained model, trains, evaluates the trained model, and
-# prints mAP/CMC before and after.
+# prints mAP/CMC before and after and where its pictures are (curves, ranked
+# lists).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -27,9 +28,10 @@ $PY tools/test.py "$CONFIG" --work-dir "$WORK_DIR/before" \
 echo "== 4/5 train"
 $PY tools/train.py "$CONFIG" --work-dir "$WORK_DIR"
 
-echo "== 5/5 evaluate the trained model"
+echo "== 5/5 evaluate the trained model, drawing its ranked lists"
 $PY tools/test.py "$CONFIG" "$(cat "$WORK_DIR/last_checkpoint")" \
-  --work-dir "$WORK_DIR/after" --out "$WORK_DIR/after.json"
+  --work-dir "$WORK_DIR/after" --out "$WORK_DIR/after.json" \
+  --show-dir "$WORK_DIR/ranked_lists"
 
 $PY - "$WORK_DIR/before.json" "$WORK_DIR/after.json" <<'PYEOF'
 import json
@@ -47,3 +49,5 @@ gain = after['reid/mAP'] / max(before['reid/mAP'], 1e-9)
 print(f'mAP x{gain:.2f} (+{after["reid/mAP"] - before["reid/mAP"]:.2f} '
       'points)')
 PYEOF
+$PY tools/analysis_tools/plot_curves.py "$WORK_DIR"
+echo "Ranked lists of the trained model: $WORK_DIR/ranked_lists/"

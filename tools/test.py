@@ -3,6 +3,11 @@
 Prints mAP, CMC top-1/5/10 and mINP of the query split against the gallery.
 Without a checkpoint the model is evaluated as its config initialises it
 (e.g. ImageNet weights through the backbone's ``init_cfg``).
+
+``--show-dir DIR`` also draws the ranked lists of the first ``--show-num``
+queries (top ``--topk`` gallery images, green/red borders for right/wrong
+identities) into ``DIR``, one PNG per query, and hands them to the
+visualizer's backends (``vis_data/vis_image``, TensorBoard...).
 """
 import argparse
 import os
@@ -10,6 +15,7 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.dist import is_main_process
+from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
@@ -28,6 +34,20 @@ def parse_args(argv=None):
         '--rerank',
         action='store_true',
         help='k-reciprocal re-ranking of the query-gallery distance')
+    parser.add_argument(
+        '--show-dir',
+        help='draw the ranked lists of the first --show-num queries into '
+        'this directory, one PNG per query')
+    parser.add_argument(
+        '--show-num',
+        type=int,
+        default=20,
+        help='how many queries --show-dir draws (default: 20)')
+    parser.add_argument(
+        '--topk',
+        type=int,
+        default=10,
+        help='gallery images per ranked list (default: 10)')
     parser.add_argument(
         '--cfg-options',
         nargs='+',
@@ -70,6 +90,76 @@ def merge_args(cfg, args):
     return cfg
 
 
+class ShowRankedLists(Hook):
+    """``--show-dir``: draw the ranked lists of the first queries.
+
+    Before testing, the ReIDMetric is told to keep its distances and image
+    paths (``keep_ranking``); after the test epoch - the metric has ranked,
+    and the runner has not yet closed the visualizer's backends - the main
+    process draws the lists through the runner's ReIDVisualizer.
+    """
+    priority = 'LOW'
+
+    def __init__(self, out_dir, num, topk):
+        self.out_dir, self.num, self.topk = out_dir, num, topk
+        self.metric, self.files = None, []
+
+    def before_test(self, runner):
+        from mmcc.evaluation.metrics import ReIDMetric
+        from mmcc.visualization import ReIDVisualizer
+        if not isinstance(runner.visualizer, ReIDVisualizer):
+            raise TypeError(
+                '--show-dir draws with an mmcc ReIDVisualizer; the config '
+                f'builds a {type(runner.visualizer).__name__} (set '
+                "visualizer.type='ReIDVisualizer')")
+        metrics = [
+            m for m in runner.test_loop.evaluator.metrics
+            if isinstance(m, ReIDMetric)
+        ]
+        if not metrics:
+            raise ValueError('--show-dir needs a ReIDMetric in '
+                             'test_evaluator')
+        self.metric = metrics[0]
+        self.metric.keep_ranking = True
+
+    def after_test_epoch(self, runner, metrics=None):
+        if is_main_process():
+            self.files = show_ranked_lists(runner.visualizer,
+                                           self.metric.last_ranking,
+                                           self.out_dir, self.num, self.topk)
+
+
+def show_ranked_lists(visualizer, ranking, out_dir, num, topk):
+    """Draw the ranked lists of the first ``num`` queries into ``out_dir``.
+
+    Returns:
+        list[str]: The PNG files written.
+    """
+    from mmcc.evaluation.functional import ranked_lists
+    num = min(num, len(ranking['query_paths']))
+    lists = ranked_lists(
+        ranking['distmat'],
+        ranking['query_ids'],
+        ranking['gallery_ids'],
+        ranking['query_cams'],
+        ranking['gallery_cams'],
+        topk=topk,
+        queries=range(num))
+    files = []
+    for index, ranked in enumerate(lists):
+        query = ranking['query_paths'][index]
+        name = osp.splitext(osp.basename(query))[0]
+        files.append(osp.join(out_dir, f'{index:04d}_{name}.png'))
+        visualizer.add_ranked_list(
+            'ranked_list',
+            query, [ranking['gallery_paths'][i] for i in ranked.indices],
+            ranked.matches,
+            ranked.distances,
+            step=index,
+            out_file=files[-1])
+    return files
+
+
 def main(argv=None):
     args = parse_args(argv)
     register_all_modules(init_default_scope=False)
@@ -83,6 +173,9 @@ def main(argv=None):
         model.init_weights()
         runner.logger.info('No checkpoint given: evaluating the model with '
                            'the weights its init_cfg provides')
+    if args.show_dir:
+        show = ShowRankedLists(args.show_dir, args.show_num, args.topk)
+        runner.register_hook(show)
     metrics = runner.test()
     lines = [f'{k}: {v:.2f}' for k, v in metrics.items()]
     runner.logger.info('Re-ID results (%): ' + ', '.join(lines))
@@ -90,6 +183,9 @@ def main(argv=None):
         import json
         with open(args.out, 'w') as f:
             json.dump(metrics, f, indent=2)
+    if args.show_dir and is_main_process():
+        print(f'Ranked lists of {len(show.files)} queries (top '
+              f'{args.topk}): {args.show_dir}')
     return metrics
 
 

@@ -30,7 +30,7 @@ env_cfg = dict(
 )
 
 vis_backends = [dict(type='LocalVisBackend')]
-visualizer = dict(type='Visualizer', vis_backends=vis_backends)
+visualizer = dict(type='ReIDVisualizer', vis_backends=vis_backends)
 
 log_level = 'INFO'
 load_from = None

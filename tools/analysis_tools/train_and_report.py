@@ -7,7 +7,8 @@ Runs ``tools/train.py`` with the same Python, keeps its whole log in
 ``DIR/train.log`` and then writes ``DIR/report.json`` and ``DIR/report.txt``:
 for every epoch, the wall-clock minutes since the start, the pseudo-label
 statistics the PseudoLabelHook logged (clusters, outliers, NMI/ARI against
-the true identities) and, where the epoch was evaluated, mAP/CMC/mINP.
+the true identities) and, where the epoch was evaluated, mAP/CMC/mINP;
+and plots them into ``DIR/curves`` (``plot_curves.py``).
 """
 import argparse
 import glob
@@ -15,6 +16,7 @@ import json
 import os
 import os.path as osp
 import re
+import runpy
 import subprocess
 import sys
 import time
@@ -132,6 +134,14 @@ def main():
     with open(osp.join(args.work_dir, 'report.txt'), 'w') as f:
         f.write(text + '\n')
     print(text)
+    try:
+        files = runpy.run_path(
+            osp.join(osp.dirname(osp.abspath(__file__)),
+                     'plot_curves.py'))['plot_work_dir'](
+                         args.work_dir)
+        print('Curves: ' + (', '.join(files) or 'nothing logged to plot'))
+    except Exception as error:  # the report stands without its pictures
+        print(f'Curves not plotted: {error!r}')
     sys.exit(code)
 
 

@@ -26,7 +26,8 @@ class NonFiniteLossHook(Hook):
         loss = (outputs or {}).get('loss')
         if loss is not None and not bool(torch.isfinite(loss).all()):
             raise FloatingPointError(
-                f'The loss is {float(loss)} at epoch {runner.epoch + 1}, '
+                f'The loss is {float(loss.detach())} at epoch '
+                f'{runner.epoch + 1}, '
                 f'iteration {batch_idx + 1} of the epoch (step '
                 f'{runner.iter + 1}): the embeddings or the cluster memory '
                 'became NaN/Inf. Resume from the last checkpoint, e.g. with '

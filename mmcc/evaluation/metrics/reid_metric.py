@@ -69,6 +69,12 @@ class ReIDMetric(BaseMetric):
         self.k2 = k2
         self.lambda_value = lambda_value
         super().__init__(collect_device=collect_device, prefix=prefix)
+        # Set by `tools/test.py --show-dir`: also keep each sample's
+        # img_path, and the last evaluation's distances, identities,
+        # cameras and paths in `last_ranking` (main process), to draw the
+        # ranked lists. The metrics are the same either way.
+        self.keep_ranking = False
+        self.last_ranking: Optional[dict] = None
 
     def process(self, data_batch, data_samples: Sequence[dict]) -> None:
         """Keep the embedding, identity, camera and split of every sample.
@@ -86,6 +92,8 @@ class ReIDMetric(BaseMetric):
                     label=_as_int(sample['gt_label']),
                     camid=_as_int(sample['camid']),
                     is_query=bool(sample['is_query'])))
+            if self.keep_ranking:
+                self.results[-1]['img_path'] = sample.get('img_path')
 
     def compute_metrics(self, results: List[dict]) -> Dict[str, float]:
         """Rank the queries against the gallery and score the ranking.
@@ -117,6 +125,16 @@ class ReIDMetric(BaseMetric):
                 k1=self.k1,
                 k2=self.k2,
                 lambda_value=self.lambda_value)
+        if self.keep_ranking:
+            paths = [(r.get('img_path'), r['is_query']) for r in results]
+            self.last_ranking = dict(
+                distmat=distmat,
+                query_ids=labels[is_query],
+                gallery_ids=labels[~is_query],
+                query_cams=camids[is_query],
+                gallery_cams=camids[~is_query],
+                query_paths=[p for p, q in paths if q],
+                gallery_paths=[p for p, q in paths if not q])
         metrics = rank_metrics(
             distmat,
             labels[is_query],

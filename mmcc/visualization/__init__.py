@@ -1,0 +1,3 @@
+from .reid_visualizer import ReIDVisualizer
+
+__all__ = ['ReIDVisualizer']
