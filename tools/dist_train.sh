@@ -4,16 +4,7 @@
 #   tools/dist_train.sh CONFIG NPROC [ARGS...]
 # Each process's batch is train_dataloader.batch_size; the global batch is
 # NPROC times that. NNODES, NODE_RANK, MASTER_ADDR and PORT set a multi-node
-# run; PYTHON picks the interpreter (see tools/python.sh).
+# run; PYTHON picks the interpreter (see tools/launch.sh).
 set -euo pipefail
-CONFIG=$1
-NPROC=$2
-TOOLS="$(cd "$(dirname "$0")" && pwd)"
-source "$TOOLS/python.sh"
-
-PYTHONPATH="$TOOLS/..${PYTHONPATH:+:$PYTHONPATH}" \
-"$PYTHON" -m torch.distributed.run \
-    --nnodes="${NNODES:-1}" --node_rank="${NODE_RANK:-0}" \
-    --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${PORT:-29500}" \
-    --nproc_per_node="$NPROC" \
-    "$TOOLS/train.py" "$CONFIG" --launcher pytorch "${@:3}"
+source "$(dirname "$0")/launch.sh"
+torchrun_tool train.py "$2" "$1" "${@:3}"

@@ -7,7 +7,7 @@
 #   tools/analysis_tools/gpu_check.sh
 set -u
 cd "$(dirname "$0")/../.."
-source tools/python.sh
+source tools/launch.sh
 status=0
 report() {  # report NAME EXIT_CODE
     if [ "$2" -eq 0 ]; then echo "ok   $1"; else echo "FAIL $1"; status=1; fi
