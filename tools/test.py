@@ -15,10 +15,10 @@ import os.path as osp
 
 from mmengine.config import Config, DictAction
 from mmengine.dist import is_main_process
-from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.runner import Runner
 
+from mmcc.engine.hooks import RankedListHook
 from mmcc.utils import register_all_modules, setup_distributed
 
 
@@ -90,76 +90,6 @@ def merge_args(cfg, args):
     return cfg
 
 
-class ShowRankedLists(Hook):
-    """``--show-dir``: draw the ranked lists of the first queries.
-
-    Before testing, the ReIDMetric is told to keep its distances and image
-    paths (``keep_ranking``); after the test epoch - the metric has ranked,
-    and the runner has not yet closed the visualizer's backends - the main
-    process draws the lists through the runner's ReIDVisualizer.
-    """
-    priority = 'LOW'
-
-    def __init__(self, out_dir, num, topk):
-        self.out_dir, self.num, self.topk = out_dir, num, topk
-        self.metric, self.files = None, []
-
-    def before_test(self, runner):
-        from mmcc.evaluation.metrics import ReIDMetric
-        from mmcc.visualization import ReIDVisualizer
-        if not isinstance(runner.visualizer, ReIDVisualizer):
-            raise TypeError(
-                '--show-dir draws with an mmcc ReIDVisualizer; the config '
-                f'builds a {type(runner.visualizer).__name__} (set '
-                "visualizer.type='ReIDVisualizer')")
-        metrics = [
-            m for m in runner.test_loop.evaluator.metrics
-            if isinstance(m, ReIDMetric)
-        ]
-        if not metrics:
-            raise ValueError('--show-dir needs a ReIDMetric in '
-                             'test_evaluator')
-        self.metric = metrics[0]
-        self.metric.keep_ranking = True
-
-    def after_test_epoch(self, runner, metrics=None):
-        if is_main_process():
-            self.files = show_ranked_lists(runner.visualizer,
-                                           self.metric.last_ranking,
-                                           self.out_dir, self.num, self.topk)
-
-
-def show_ranked_lists(visualizer, ranking, out_dir, num, topk):
-    """Draw the ranked lists of the first ``num`` queries into ``out_dir``.
-
-    Returns:
-        list[str]: The PNG files written.
-    """
-    from mmcc.evaluation.functional import ranked_lists
-    num = min(num, len(ranking['query_paths']))
-    lists = ranked_lists(
-        ranking['distmat'],
-        ranking['query_ids'],
-        ranking['gallery_ids'],
-        ranking['query_cams'],
-        ranking['gallery_cams'],
-        topk=topk,
-        queries=range(num))
-    files = []
-    for index, ranked in enumerate(lists):
-        query = ranking['query_paths'][index]
-        name = osp.splitext(osp.basename(query))[0]
-        files.append(osp.join(out_dir, f'{index:04d}_{name}.png'))
-        visualizer.add_ranked_list(
-            'ranked_list',
-            query, [ranking['gallery_paths'][i] for i in ranked.indices],
-            ranked.matches,
-            ranked.distances,
-            step=index,
-            out_file=files[-1])
-    return files
-
-
 def main(argv=None):
     args = parse_args(argv)
     register_all_modules(init_default_scope=False)
@@ -174,7 +104,7 @@ def main(argv=None):
         runner.logger.info('No checkpoint given: evaluating the model with '
                            'the weights its init_cfg provides')
     if args.show_dir:
-        show = ShowRankedLists(args.show_dir, args.show_num, args.topk)
+        show = RankedListHook(args.show_dir, args.show_num, args.topk)
         runner.register_hook(show)
     metrics = runner.test()
     lines = [f'{k}: {v:.2f}' for k, v in metrics.items()]

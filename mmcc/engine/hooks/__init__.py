@@ -1,5 +1,9 @@
 from .atomic_checkpoint_hook import AtomicCheckpointHook
 from .non_finite_loss_hook import NonFiniteLossHook
 from .pseudo_label_hook import PseudoLabelHook
+from .ranked_list_hook import RankedListHook
 
-__all__ = ['PseudoLabelHook', 'AtomicCheckpointHook', 'NonFiniteLossHook']
+__all__ = [
+    'PseudoLabelHook', 'AtomicCheckpointHook', 'NonFiniteLossHook',
+    'RankedListHook'
+]
