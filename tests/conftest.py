@@ -9,6 +9,18 @@ DEMO_CONFIG = osp.join(
     'cluster-contrast_mobilenetv2_dbscan_1xb64-14e_synthetic.py')
 
 
+@pytest.fixture(scope='module')
+def single_thread():
+    """Torch on one thread for a module's tests, then as it was: on the
+    shared 2-core machine one thread ran a ResNet-50 forward + backward 3x
+    faster than two (the two threads wait on each other)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope='session')
 def tiny_synthetic(tmp_path_factory):
     """A synthetic Market-layout tree: 8 training identities x 8 images

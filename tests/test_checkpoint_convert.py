@@ -72,14 +72,8 @@ def _load_tool(name):
 mobilenet_tool = _load_tool('mobilenetv2_to_mmpretrain')
 resnet_tool = _load_tool('torchvision_resnet_to_mmpretrain')
 
-
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    """Tiny convolutions: with the cores shared, extra threads only spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny convolutions: one thread (conftest.single_thread)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def _randomize_bn(model, seed):

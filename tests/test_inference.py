@@ -23,14 +23,8 @@ DEMO_CONFIG = osp.join(
     'cluster-contrast_mobilenetv2_dbscan_1xb64-14e_synthetic.py')
 ATOL = 1e-5
 
-
-@pytest.fixture(scope='module', autouse=True)
-def single_thread():
-    """Tiny convolutions: with the cores shared, extra threads only spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny convolutions: one thread (conftest.single_thread)
+pytestmark = pytest.mark.usefixtures('single_thread')
 
 
 def save_random_checkpoint(path, image_folder, seed=0):

@@ -87,16 +87,6 @@ def tiny_trees(tmp_path_factory):
     }
 
 
-@pytest.fixture
-def one_thread():
-    # On the shared 2-core machine one thread ran a ResNet-50 forward +
-    # backward 3x faster than two (the two threads wait on each other).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------
 # The fixtures
 # --------------------------------------------------------------------------
@@ -311,7 +301,7 @@ class BackboneShapes:
 
 @pytest.mark.parametrize('config', PAPER_CONFIGS)
 def test_paper_config_trains_on_fixture(config, tiny_trees, tmp_path,
-                                        one_thread):
+                                        single_thread):
     from mmpretrain.models import ResNet
 
     register_all_modules(init_default_scope=False)
@@ -390,7 +380,7 @@ def test_paper_config_trains_on_fixture(config, tiny_trees, tmp_path,
 
 @pytest.mark.parametrize('config', [BEST_LOG_CONFIG] + BACKBONE_CONFIGS)
 def test_best_log_and_backbone_configs_train_on_fixture(
-        config, tiny_trees, tmp_path, one_thread):
+        config, tiny_trees, tmp_path, single_thread):
     """IBN-ResNet50-a and every example backbone embed, cluster and train
     two iterations, with the neck and head sized from the backbone."""
     register_all_modules(init_default_scope=False)
