@@ -15,8 +15,11 @@ default_hooks = dict(
     sampler_seed=dict(type='DistSamplerSeedHook'),
     # DDP leaves every rank its own BatchNorm statistics; average them after
     # each epoch, so the next clustering pass, which embeds one shard per
-    # rank, embeds all shards with the same model
-    sync_buffers=dict(type='SyncBuffersHook'),
+    # rank, embeds all shards with the same model. Unlike mmengine's
+    # SyncBuffersHook it leaves the cluster memory alone (consistent by
+    # construction; with sharded=True, one block per rank) and collects a
+    # sharded memory for the checkpoint that rank 0 saves next
+    sync_buffers=dict(type='SyncNormBuffersHook'),
     # stop at the first NaN/Inf loss, naming the epoch and iteration
     non_finite_loss=dict(type='NonFiniteLossHook'),
 )

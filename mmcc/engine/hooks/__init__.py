@@ -2,8 +2,9 @@ from .atomic_checkpoint_hook import AtomicCheckpointHook
 from .non_finite_loss_hook import NonFiniteLossHook
 from .pseudo_label_hook import PseudoLabelHook
 from .ranked_list_hook import RankedListHook
+from .sync_norm_buffers_hook import SyncNormBuffersHook
 
 __all__ = [
     'PseudoLabelHook', 'AtomicCheckpointHook', 'NonFiniteLossHook',
-    'RankedListHook'
+    'RankedListHook', 'SyncNormBuffersHook'
 ]

@@ -1,3 +1,4 @@
 from .cluster_memory_head import ClusterMemoryHead
+from .instance_memory_head import InstanceMemoryHead
 
-__all__ = ['ClusterMemoryHead']
+__all__ = ['ClusterMemoryHead', 'InstanceMemoryHead']
