@@ -201,14 +201,18 @@ def test_mmpretrain_tools_train_mmcc_configs(tmp_path, tiny_synthetic):
 def test_model_index_lists_every_config_and_mim_search_finds_them():
     """model-index.yml -> configs/cluster_contrast/metafile.yml names each
     training config once, with a config file that exists; `mim search mmcc`
-    lists them."""
+    lists them. The ablation arms (``cluster_contrast/ablations/``) are
+    experiments, not models to pick, and stay out of the index."""
     import yaml
     with open(osp.join(ROOT, 'model-index.yml')) as f:
         (metafile, ) = yaml.safe_load(f)['Import']
     with open(osp.join(ROOT, metafile)) as f:
         models = yaml.safe_load(f)['Models']
+    ablations = osp.join('cluster_contrast', 'ablations') + os.sep
     on_disk = sorted(
-        rel for rel in CONFIGS if rel.startswith('cluster_contrast' + os.sep))
+        rel for rel in CONFIGS if rel.startswith('cluster_contrast' + os.sep)
+        and not rel.startswith(ablations))
+    assert len(on_disk) < len([c for c in CONFIGS if '_base_' not in c])
     listed = sorted(osp.relpath(m['Config'], 'configs') for m in models)
     assert listed == on_disk
     assert all(m['Name'] == osp.splitext(osp.basename(m['Config']))[0]

@@ -1,0 +1,604 @@
+"""Run the ablation study, one arm after another, and write its report.
+
+    python tools/analysis_tools/run_ablations.py [--arms main gem ...] \
+        [--seeds 2] [--data-root ../shared/data/market1501-trainsplit/] \
+        [--work-root work_dirs/ablations] [--out docs/ablations.md] \
+        [--report-only]
+
+Every arm is a config of ``configs/cluster_contrast/ablations/`` (see its
+README): the market1501-trainsplit CPU recipe on a shared 12-epoch schedule,
+varied in one thing. Each runs as ``tools/train.py CONFIG --work-dir
+WORK_ROOT/ARM`` (console output in ``WORK_ROOT/ARM/console.log``); the main
+arm runs again with each ``--seeds`` value (``WORK_ROOT/main-seedS``, via
+``--cfg-options randomness.seed=S``). An arm whose records already hold the
+evaluation of its last epoch is skipped, so the study resumes across
+sessions; an arm stopped half-way is moved aside to
+``WORK_ROOT/ARM.incomplete-<time>`` and run again from the start (its only
+checkpoint is written at the end).
+
+After every arm, and with ``--report-only`` without running anything, the
+report is written from whatever runs exist: ``--out`` (markdown) and its
+curves in ``<out without .md>/`` (PNGs). The text between ``<!-- reading
+-->`` and ``<!-- /reading -->`` of an existing report is kept. The run
+records are read with ``plot_curves.py`` (per-epoch pseudo-label
+statistics, evaluations and the minutes of each, from the logs' time
+stamps) and ``train_and_report.py`` (the logged step times).
+"""
+import argparse
+import datetime
+import os
+import os.path as osp
+import re
+import statistics
+import subprocess
+import sys
+import time
+from typing import Dict, List, NamedTuple, Optional
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from plot_curves import _series, load_epochs  # noqa: E402
+from train_and_report import read_scalars  # noqa: E402
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+CONFIG_DIR = 'configs/cluster_contrast/ablations'
+DEFAULT_DATA_ROOT = '../shared/data/market1501-trainsplit/'
+PRETRAINED = 'checkpoints/mobilenetv2_mmpretrain.pth'
+LOADERS = ('train_dataloader', 'cluster_dataloader', 'val_dataloader',
+           'test_dataloader')
+READING_START, READING_END = '<!-- reading -->', '<!-- /reading -->'
+READING_PLACEHOLDER = (
+    '_To be written: what these runs say about the paper\'s claims (the '
+    'cluster memory against the instance memory, the momentum, the hard '
+    'update, the clustering method, the batch layout), and what they '
+    'cannot say at this scale._')
+
+_STEM = 'cluster-contrast_mobilenetv2_{}-12e_market1501-trainsplit{}.py'
+
+
+def _config(method='dbscan', batch='1xb128', suffix=''):
+    return osp.join(CONFIG_DIR, _STEM.format(f'{method}_{batch}', suffix))
+
+
+class Arm(NamedTuple):
+    """One run of the study."""
+    name: str  # also its work directory's name
+    config: str  # relative to the project root
+    group: str  # the question it answers; plotted with the main arm
+    what: str  # how it differs from the main arm
+    seed: Optional[int] = None  # None: the config's own
+
+
+MAIN = Arm(
+    'main', _config(), 'main',
+    'the CPU recipe: cluster memory, mean update, m 0.1, DBSCAN '
+    'eps 0.5, avg pooling, 16x8, 128x64, frozen_stages 2')
+ARMS = [
+    MAIN,
+    Arm('instance-memory', _config(suffix='_instance-memory'), 'memory',
+        'instance memory (SpCL), m 0.2'),
+    Arm('momentum-0', _config(suffix='_momentum-0'), 'momentum',
+        'm 0 (no momentum)'),
+    Arm('momentum-0.5', _config(suffix='_momentum-0.5'), 'momentum', 'm 0.5'),
+    Arm('momentum-0.9', _config(suffix='_momentum-0.9'), 'momentum', 'm 0.9'),
+    Arm('hard-update', _config('dbscan-hard'), 'update', 'hard update'),
+    Arm('infomap', _config('infomap'), 'clustering',
+        'Infomap (k1 15, k2 4, min_sim 0.5)'),
+    Arm('hdbscan', _config('hdbscan'), 'clustering',
+        'HDBSCAN (min_cluster_size 4)'),
+    Arm('gem', _config(suffix='_gem'), 'pooling', 'GeM pooling (p 3)'),
+    Arm('batch-8x8', _config(batch='1xb64', suffix='_8x8'), 'batch',
+        'P x Z = 8 x 8'),
+    Arm('batch-32x4', _config(suffix='_32x4'), 'batch', 'P x Z = 32 x 4'),
+    Arm('input-256x128', _config(suffix='_256x128'), 'input', '256x128 input'),
+    Arm('eps-0.6', _config(suffix='_eps-0.6'), 'eps', 'DBSCAN eps 0.6'),
+    Arm('no-frozen-stages', _config(suffix='_no-frozen-stages'),
+        'frozen stages', 'no frozen stages'),
+]
+# Panels of the curve plots, in order; each also draws the main arm.
+GROUPS = ('memory', 'momentum', 'update', 'clustering', 'pooling', 'batch',
+          'input', 'eps', 'frozen stages', 'seed')
+MAIN_LABEL = dict(
+    memory='cluster memory',
+    momentum='m 0.1',
+    update='mean update',
+    clustering='DBSCAN',
+    pooling='avg pooling',
+    batch='16 x 8',
+    input='128x64',
+    eps='eps 0.5',
+    seed='seed 1')
+MAIN_LABEL['frozen stages'] = 'frozen_stages 2'
+
+
+def seed_arm(seed: int) -> Arm:
+    """The main arm again with another seed."""
+    return MAIN._replace(
+        name=f'main-seed{seed}',
+        group='seed',
+        what=f'the main arm with seed {seed}',
+        seed=seed)
+
+
+def study_arms(seeds=(2, )) -> List[Arm]:
+    """Every arm of the study: the configs, then the main arm's seeds."""
+    return ARMS + [seed_arm(s) for s in seeds]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument(
+        '--arms',
+        nargs='+',
+        metavar='ARM',
+        help='run only these arms (default: all); names: ' +
+        ', '.join(a.name for a in ARMS) + ', main-seedS')
+    parser.add_argument(
+        '--seeds',
+        nargs='*',
+        type=int,
+        default=[2],
+        help='extra seeds of the main arm (default: 2; none: --seeds)')
+    parser.add_argument(
+        '--data-root',
+        default=DEFAULT_DATA_ROOT,
+        help='the market1501-trainsplit tree (default: %(default)s)')
+    parser.add_argument(
+        '--work-root',
+        default='work_dirs/ablations',
+        help='one work directory per arm under it (default: %(default)s)')
+    parser.add_argument(
+        '--out',
+        default='docs/ablations.md',
+        help='the report; its curves go to OUT without .md '
+        '(default: %(default)s)')
+    parser.add_argument(
+        '--report-only',
+        action='store_true',
+        help='run nothing, only write the report from existing runs')
+    args = parser.parse_args(argv)
+    known = {a.name: a for a in study_arms(args.seeds)}
+    for name in args.arms or []:
+        match = re.fullmatch(r'main-seed(\d+)', name)
+        if match and name not in known:
+            known[name] = seed_arm(int(match.group(1)))
+        if name not in known:
+            parser.error(f'unknown arm {name!r}; arms: {", ".join(known)}')
+    args.selected = [known[n] for n in args.arms] if args.arms else \
+        list(known.values())
+    args.all_arms = list(known.values())
+    return args
+
+
+# --------------------------------------------------------------------------
+# Reading a run
+# --------------------------------------------------------------------------
+def schedule_of(config: str) -> dict:
+    """The shared schedule, as the main arm's config sets it."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(
+        config if osp.isabs(config) else osp.join(ROOT, config))
+    train = cfg.train_dataloader
+    return dict(
+        max_epochs=cfg.train_cfg.max_epochs,
+        val_interval=cfg.train_cfg.val_interval,
+        iters_per_epoch=train.sampler.iters_per_epoch,
+        milestones=list(cfg.param_scheduler.milestones),
+        lr=cfg.optim_wrapper.optimizer.lr,
+        batch_size=train.batch_size,
+        num_instances=train.sampler.num_instances,
+        seed=cfg.randomness.seed)
+
+
+def _has_records(work_dir: str) -> bool:
+    return osp.isdir(work_dir) and any(
+        osp.isdir(osp.join(work_dir, name, 'vis_data'))
+        for name in os.listdir(work_dir))
+
+
+def head_memory_bytes(checkpoint: str) -> Optional[int]:
+    """Bytes of the training head's buffers in a checkpoint (its memory
+    and per-sample labels), or None without a readable checkpoint."""
+    if not osp.isfile(checkpoint):
+        return None
+    from mmcc.utils.checkpoint_safe_globals import safe_torch_load
+    state = safe_torch_load(checkpoint, map_location='cpu')
+    state = state.get('state_dict', state)
+    return sum(value.numel() * value.element_size()
+               for key, value in state.items() if key.startswith('head.'))
+
+
+def final_checkpoint(work_dir: str, max_epochs: int) -> str:
+    """The checkpoint of the last epoch, else the one last written."""
+    path = osp.join(work_dir, f'epoch_{max_epochs}.pth')
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(path) and osp.isfile(pointer):
+        with open(pointer) as f:
+            path = f.read().strip()
+    return path
+
+
+def summarise(work_dir: str, max_epochs: int) -> Optional[dict]:
+    """What a run's records say, or None if it has none.
+
+    Returns:
+        dict: ``epochs`` ({epoch: values}, :func:`plot_curves.load_epochs`),
+        ``finished`` (the last epoch was evaluated), ``mAP``/``top1`` and
+        ``minutes`` at the last evaluation, ``step_time`` (median of the
+        logged iteration times, data loading included, in s) and
+        ``memory_bytes`` (:func:`head_memory_bytes`).
+    """
+    if not _has_records(work_dir):
+        return None
+    epochs = load_epochs(work_dir)
+    evaluated = [e for e in sorted(epochs) if 'reid/mAP' in epochs[e]]
+    last = epochs[evaluated[-1]] if evaluated else {}
+    times = [
+        entry['time'] for entry in read_scalars(work_dir)
+        if 'loss' in entry and isinstance(entry.get('time'), (int, float))
+    ]
+    return dict(
+        epochs=epochs,
+        finished=bool(evaluated) and evaluated[-1] >= max_epochs,
+        last_eval_epoch=evaluated[-1] if evaluated else None,
+        mAP=last.get('reid/mAP'),
+        top1=last.get('reid/top1'),
+        minutes=last.get('minutes_at_eval'),
+        step_time=statistics.median(times) if times else None,
+        memory_bytes=head_memory_bytes(final_checkpoint(work_dir, max_epochs)))
+
+
+def at_minutes(epochs: dict, budget: float):
+    """(epoch, mAP) of the last evaluation at or before ``budget`` minutes,
+    or None."""
+    points = [(e, v['reid/mAP']) for e, v in sorted(epochs.items())
+              if 'reid/mAP' in v
+              and isinstance(v.get('minutes_at_eval'), (
+                  int, float)) and v['minutes_at_eval'] <= budget]
+    return points[-1] if points else None
+
+
+# --------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------
+def cpu_description(cpuinfo: str = '/proc/cpuinfo') -> str:
+    """Model, logical cores and the flags that matter for bfloat16."""
+    try:
+        with open(cpuinfo) as f:
+            text = f.read()
+    except OSError:
+        return f'unknown CPU ({os.cpu_count()} logical cores)'
+    model = re.search(r'^model name\s*:\s*(.+)$', text, re.M)
+    flags = re.search(r'^flags\s*:\s*(.+)$', text, re.M)
+    flags = set(flags.group(1).split()) if flags else set()
+    shown = ', '.join(f'{flag} {"yes" if flag in flags else "no"}'
+                      for flag in ('avx2', 'avx512_bf16', 'amx_bf16'))
+    name = model.group(1).strip() if model else 'unknown CPU'
+    return f'{name}, {os.cpu_count()} logical cores; {shown}'
+
+
+def _num(value, fmt='{:.2f}', missing='-'):
+    return fmt.format(value) if isinstance(value, (int, float)) else missing
+
+
+def _mib(value):
+    return _num(value / 2**20 if value is not None else None, '{:.2f} MiB')
+
+
+def _table(header: List[str], rows: List[List[str]]) -> List[str]:
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    return lines + ['| ' + ' | '.join(row) + ' |' for row in rows]
+
+
+def _epoch_table(arms, summaries, key, fmt, max_epochs) -> List[str]:
+    ran = [a for a in arms if summaries.get(a.name)]
+    if not ran:
+        return ['No arm has run yet.']
+    rows = []
+    for epoch in range(1, max_epochs + 1):
+        rows.append([str(epoch)] + [
+            _num(summaries[a.name]['epochs'].get(epoch, {}).get(key), fmt)
+            for a in ran
+        ])
+    return _table(['epoch'] + [a.name for a in ran], rows)
+
+
+def _arms_table(arms) -> List[str]:
+    return _table(['arm', 'differs from main in', 'config'], [[
+        a.name, a.what, f'`{osp.basename(a.config)}`' +
+        (f' with seed {a.seed}' if a.seed is not None else '')
+    ] for a in arms])
+
+
+def _results(arms, summaries, budget) -> List[str]:
+    rows = []
+    for arm in arms:
+        s = summaries.get(arm.name)
+        if s is None:
+            rows.append([arm.name, 'not run yet'] + [''] * 6)
+            continue
+        state = '' if s['finished'] else \
+            ' (incomplete: last evaluation at epoch ' \
+            f'{s["last_eval_epoch"] or "-"})'
+        equal = at_minutes(s['epochs'], budget) if budget else None
+        rows.append([
+            arm.name,
+            _num(s['mAP']) + state,
+            _num(s['top1']),
+            f'{equal[1]:.2f} (epoch {equal[0]})' if equal else '-',
+            _mib(s['memory_bytes']),
+            _num(s['step_time'], '{:.3f}'),
+            _num(s['minutes'], '{:.1f}'),
+            _num(
+                s['epochs'].get(s['last_eval_epoch'] or -1,
+                                {}).get('num_clusters'), '{:.0f}'),
+        ])
+    title = f'mAP at {budget:.1f} min' if budget else 'mAP at equal minutes'
+    return _table([
+        'arm', 'mAP', 'top-1', title, 'head memory', 'step (s)', 'minutes',
+        'clusters'
+    ], rows)
+
+
+def plot_study(arms, summaries, out_dir, budget=None) -> List[str]:
+    """mAP against the epoch and the minutes, NMI against the epoch: one
+    panel per question, each with the main arm, as PNGs in ``out_dir``;
+    ``budget`` (minutes) is marked on the minutes axis."""
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib.figure import Figure
+    os.makedirs(out_dir, exist_ok=True)
+    main = summaries.get(MAIN.name)
+    figures = [
+        ('map_vs_epoch.png', 'mAP (%) against the epoch', 'reid/mAP', None),
+        ('map_vs_minutes.png', 'mAP (%) against the minutes', 'reid/mAP',
+         'minutes_at_eval'),
+        ('nmi_vs_epoch.png',
+         'pseudo-label NMI against the epoch (solid: clustered images; '
+         'dashed: all, outliers as one cluster)', 'nmi', None),
+    ]
+    files = []
+    for name, title, key, x_key in figures:
+        fig = Figure(figsize=(18, 7), layout='constrained')
+        axes = fig.subplots(2, 5).flatten()
+        for ax, group in zip(axes, GROUPS):
+            lines = [(MAIN_LABEL[group], main)
+                     ] + [(a.what, summaries.get(a.name))
+                          for a in arms if a.group == group]
+            keys = [(key, 'o-')
+                    ] + ([('nmi_all', 'o--')] if key == 'nmi' else [])
+            for i, (label, summary) in enumerate(lines):
+                if not summary:
+                    continue
+                colour = 'k' if i == 0 else f'C{i - 1}'
+                for k, style in keys:
+                    xs, ys = _series(summary['epochs'], k, x_key)
+                    if xs:
+                        ax.plot(
+                            xs,
+                            ys,
+                            style,
+                            color=colour,
+                            markersize=3,
+                            label=label if k == key else None)
+            if x_key is not None and budget:
+                ax.axvline(budget, color='grey', linestyle=':', linewidth=1)
+            ax.set_title(group)
+            ax.set_xlabel('epoch' if x_key is None else 'minutes')
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+        fig.suptitle(title)
+        files.append(osp.join(out_dir, name))
+        fig.savefig(files[-1], dpi=80)
+    return files
+
+
+def _kept_reading(out: str) -> str:
+    if osp.isfile(out):
+        with open(out) as f:
+            text = f.read()
+        match = re.search(
+            re.escape(READING_START) + r'\n?(.*?)\n?' + re.escape(READING_END),
+            text, re.S)
+        if match and match.group(1).strip():
+            return match.group(1).strip()
+    return READING_PLACEHOLDER
+
+
+def write_report(out: str,
+                 arms: List[Arm],
+                 summaries: Dict[str, Optional[dict]],
+                 schedule: dict,
+                 command: str,
+                 work_root: str,
+                 cpu: Optional[str] = None,
+                 date: Optional[str] = None) -> str:
+    """Write the markdown report and its PNGs; returns the markdown."""
+    reading = _kept_reading(out)
+    plots_dir = osp.splitext(out)[0]
+    files = plot_study(arms, summaries, plots_dir)
+    finished = [s for s in summaries.values() if s and s['finished']]
+    budget = min((s['minutes']
+                  for s in finished if isinstance(s['minutes'], (int, float))),
+                 default=None)
+    sched = schedule
+    lines = [
+        '# Ablations: Cluster Contrast on market1501-trainsplit, on CPU',
+        '',
+        'Written by `tools/analysis_tools/run_ablations.py` from the runs in '
+        f'`{work_root}/`. To reproduce (arms already finished are skipped, '
+        'so the same command also continues an interrupted study):',
+        '',
+        f'    {command}',
+        '',
+        f'Machine: {cpu or cpu_description()}. '
+        f'Report written {date or datetime.date.today().isoformat()}.',
+        '',
+        '## Schedule',
+        '',
+        'Every arm is a config of `configs/cluster_contrast/ablations/` '
+        '(its README lists them): the market1501-trainsplit CPU recipe with '
+        'ImageNet MobileNetV2, varied in one thing, on one shared schedule: '
+        f'{sched["max_epochs"]} epochs of {sched["iters_per_epoch"]} '
+        f'iterations, Adam at lr {sched["lr"]:g}, x0.1 from epoch '
+        f'{", ".join(str(m) for m in sched["milestones"])} on, evaluation '
+        f'every {sched["val_interval"]} epochs, seed {sched["seed"]}; the '
+        f'main arm\'s batches hold {sched["batch_size"]} images (P x Z = '
+        f'{sched["batch_size"] // sched["num_instances"]} x '
+        f'{sched["num_instances"]}). The arms run '
+        'one after another, never two at once.',
+        '',
+    ]
+    lines += _arms_table(arms)
+    lines += ['', '## Results', '']
+    lines += _results(arms, summaries, budget)
+    lines += [
+        '',
+        'mAP and top-1 (%) at the last evaluation. "mAP at T min": each '
+        'arm\'s last evaluation at or before T, the minutes of the '
+        'shortest finished arm (not interpolated: an arm only slightly '
+        'slower than that one shows an earlier epoch; "-": no evaluation '
+        'by then; T is dotted in the minutes plot). Head memory: the '
+        'training head\'s buffers in the final checkpoint (memory and '
+        'per-image labels). Step: median of the '
+        'logged iteration times, data loading included. Minutes: from the '
+        'start of the run to its last evaluation, clustering and '
+        'evaluations included. Clusters: of the clustering the last '
+        'evaluated epoch trained on.',
+        '',
+        '## Pseudo-labels per epoch',
+        '',
+        'Statistics of the clustering that the epoch trained on, against '
+        'the true identities.',
+        '',
+        '### Clusters',
+        '',
+    ]
+    max_epochs = sched['max_epochs']
+    lines += _epoch_table(arms, summaries, 'num_clusters', '{:.0f}',
+                          max_epochs)
+    lines += ['', '### Outliers (unclustered images)', '']
+    lines += _epoch_table(arms, summaries, 'num_outliers', '{:.0f}',
+                          max_epochs)
+    lines += ['', '### NMI of the clustered images', '']
+    lines += _epoch_table(arms, summaries, 'nmi', '{:.3f}', max_epochs)
+    lines += [
+        '', '### NMI of all images (outliers counted as one cluster)', ''
+    ]
+    lines += _epoch_table(arms, summaries, 'nmi_all', '{:.3f}', max_epochs)
+    lines += ['', '## Curves', '']
+    rel = osp.relpath(plots_dir, osp.dirname(osp.abspath(out)) or '.')
+    for path in files:
+        name = osp.basename(path)
+        lines += [f'![{osp.splitext(name)[0]}]({rel}/{name})', '']
+    lines += [
+        "## Reading of the paper's claims", '', READING_START, reading,
+        READING_END, ''
+    ]
+    text = '\n'.join(lines)
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)
+    partial = out + '.partial'
+    with open(partial, 'w') as f:
+        f.write(text)
+    os.replace(partial, out)
+    return text
+
+
+# --------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------
+def train_command(arm: Arm, work_dir: str, data_root: str) -> List[str]:
+    """The ``tools/train.py`` command line of an arm."""
+    options = [f'{loader}.dataset.data_root={data_root}' for loader in LOADERS]
+    if arm.seed is not None:
+        options.append(f'randomness.seed={arm.seed}')
+    return [
+        sys.executable,
+        osp.join(ROOT, 'tools', 'train.py'),
+        osp.join(ROOT, arm.config), '--work-dir', work_dir, '--cfg-options'
+    ] + options
+
+
+def run_arm(arm: Arm, work_dir: str, data_root: str) -> int:
+    """Train an arm from the start; its exit code."""
+    if osp.isdir(work_dir):
+        aside = f'{work_dir}.incomplete-{time.strftime("%Y%m%d_%H%M%S")}'
+        print(f'[{arm.name}] moving the unfinished run aside to {aside}')
+        os.rename(work_dir, aside)
+    os.makedirs(work_dir)
+    cmd = train_command(arm, work_dir, data_root)
+    print(f'[{arm.name}] ' + ' '.join(cmd), flush=True)
+    with open(osp.join(work_dir, 'console.log'), 'w') as log:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True)
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            log.write(line)
+        return proc.wait()
+
+
+def reproduce_command(args) -> str:
+    parts = ['.venv/bin/python tools/analysis_tools/run_ablations.py']
+    if args.seeds != [2]:
+        parts.append('--seeds' + ''.join(f' {s}' for s in args.seeds))
+    if args.data_root != DEFAULT_DATA_ROOT:
+        parts.append(f'--data-root {args.data_root}')
+    if args.work_root != 'work_dirs/ablations':
+        parts.append(f'--work-root {args.work_root}')
+    if args.out != 'docs/ablations.md':
+        parts.append(f'--out {args.out}')
+    return ' '.join(parts)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    schedule = schedule_of(MAIN.config)
+    max_epochs = schedule['max_epochs']
+
+    def report():
+        summaries = {
+            a.name: summarise(osp.join(args.work_root, a.name), max_epochs)
+            for a in args.all_arms
+        }
+        write_report(args.out, args.all_arms, summaries, schedule,
+                     reproduce_command(args), args.work_root)
+        print(f'Report: {args.out}')
+        return summaries
+
+    if args.report_only:
+        report()
+        return 0
+    missing = [
+        path for path in (args.data_root, osp.join(ROOT, PRETRAINED))
+        if not osp.exists(path)
+    ]
+    if missing:
+        sys.exit('missing: ' + ', '.join(missing) + ' (the data set, and '
+                 'the ImageNet MobileNetV2 that `make demo` converts)')
+    failed, ran = [], False
+    for arm in args.selected:
+        work_dir = osp.join(args.work_root, arm.name)
+        summary = summarise(work_dir, max_epochs)
+        if summary and summary['finished']:
+            print(f'[{arm.name}] finished before, skipped')
+            continue
+        # absolute: the training runs in the project root
+        code = run_arm(arm, osp.abspath(work_dir), osp.abspath(args.data_root))
+        if code:
+            print(f'[{arm.name}] failed with exit code {code}')
+            failed.append(arm.name)
+        report()  # after every arm: the study may stop at any point
+        ran = True
+    if not ran:
+        report()
+    if failed:
+        print('Failed arms: ' + ', '.join(failed))
+    return 1 if failed else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
