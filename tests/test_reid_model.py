@@ -159,3 +159,28 @@ def test_data_preprocessor_converts_bgr_to_rgb_and_normalises():
     torch.testing.assert_close(out[2],
                                torch.full((4, 2), (255 - 103.53) / 57.375))
     torch.testing.assert_close(out[0], torch.full((4, 2), -123.675 / 58.395))
+
+
+def test_channels_last_gives_the_same_embeddings_and_gradients():
+    """The memory format changes speed, not results: same weights, same
+    embeddings and weight gradients (to float rounding) in both layouts."""
+    torch.manual_seed(0)
+    fast = _small_resnet_model()
+    plain = _small_resnet_model(channels_last=False)
+    plain.load_state_dict(fast.state_dict())
+    conv = fast.backbone.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.is_contiguous()
+    assert plain.backbone.conv1.weight.is_contiguous()
+    images = torch.randn(3, 3, 64, 32)
+    for model in (fast, plain):
+        model.train()
+        model(images).sum().backward()
+    fast.eval(), plain.eval()
+    torch.testing.assert_close(fast(images), plain(images), atol=1e-5,
+                               rtol=1e-4)
+    torch.testing.assert_close(
+        fast.backbone.conv1.weight.grad,
+        plain.backbone.conv1.weight.grad,
+        atol=1e-4,
+        rtol=1e-3)

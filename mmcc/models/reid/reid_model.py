@@ -36,6 +36,12 @@ class ReIDModel(BaseModel):
         probe_size (tuple[int, int]): (H, W) of the image that infers the
             channel sizes; any size the backbone accepts. Defaults to
             (256, 128).
+        channels_last (bool): Keep the backbone's 4-D weights and the
+            images in the channels-last memory format. The numbers are the
+            same up to float rounding; on CPUs the convolutions run faster
+            (ImageNet MobileNetV2 at 256x128, measured on an AVX2 CPU and an
+            AVX512-BF16 one: 1.3-2.2x; see docs/benchmarks.md). Defaults to
+            True.
         init_cfg (dict, optional): Initialisation config.
     """
 
@@ -45,6 +51,7 @@ class ReIDModel(BaseModel):
                  head: Optional[dict] = None,
                  data_preprocessor: Optional[dict] = None,
                  probe_size: Tuple[int, int] = (256, 128),
+                 channels_last: bool = True,
                  init_cfg: Optional[dict] = None):
         if data_preprocessor is None:
             data_preprocessor = dict(
@@ -55,6 +62,10 @@ class ReIDModel(BaseModel):
         super().__init__(
             data_preprocessor=data_preprocessor, init_cfg=init_cfg)
         self.backbone = MODELS.build(backbone)
+        self.channels_last = channels_last
+        if channels_last:
+            # in place: later weight loading copies into these strides
+            self.backbone.to(memory_format=torch.channels_last)
         neck = dict(neck)
         if neck.get('in_channels') is None:
             out_shape = self._backbone_out_shape(probe_size)
@@ -76,7 +87,7 @@ class ReIDModel(BaseModel):
         was_training = self.backbone.training
         self.backbone.eval()  # BN keeps its statistics
         try:
-            out = self.backbone(torch.zeros(1, 3, *probe_size))
+            out = self.backbone(self._layout(torch.zeros(1, 3, *probe_size)))
         finally:
             self.backbone.train(was_training)
         if isinstance(out, (tuple, list)):
@@ -85,7 +96,13 @@ class ReIDModel(BaseModel):
 
     def extract_feat(self, inputs: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) images -> (B, D) neck features, not normalised."""
-        return self.neck(self.backbone(inputs))
+        return self.neck(self.backbone(self._layout(inputs)))
+
+    def _layout(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Images in the backbone's memory format."""
+        if self.channels_last and inputs.dim() == 4:
+            return inputs.contiguous(memory_format=torch.channels_last)
+        return inputs
 
     def forward(self,
                 inputs: torch.Tensor,
