@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from mmengine.registry import DefaultScope
 from mmpretrain.models import ImageClassifier, MobileNetV2, ResNet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -213,10 +214,14 @@ def test_convert_mobilenetv2_whole_classifier(torchvision_mobilenet):
         torchvision_mobilenet.state_dict(),
         prefix='backbone.',
         head_prefix='head.')
-    classifier = ImageClassifier(
-        backbone=dict(type='MobileNetV2'),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=1000, in_channels=1280))
+    # mmpretrain's own names: another test's Runner may have left mmcc as
+    # the process's default scope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        classifier = ImageClassifier(
+            backbone=dict(type='MobileNetV2'),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(
+                type='LinearClsHead', num_classes=1000, in_channels=1280))
     classifier.load_state_dict(converted, strict=True)
     classifier.eval()
     inputs = _inputs()
@@ -298,10 +303,12 @@ def test_convert_resnet_whole_classifier(torchvision_resnet18):
         head_prefix='head.')
     assert 'head.fc.weight' in converted and 'backbone.conv1.weight' in \
         converted
-    classifier = ImageClassifier(
-        backbone=dict(type='ResNet', depth=18),
-        neck=dict(type='GlobalAveragePooling'),
-        head=dict(type='LinearClsHead', num_classes=1000, in_channels=512))
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        classifier = ImageClassifier(
+            backbone=dict(type='ResNet', depth=18),
+            neck=dict(type='GlobalAveragePooling'),
+            head=dict(
+                type='LinearClsHead', num_classes=1000, in_channels=512))
     classifier.load_state_dict(converted, strict=True)
     classifier.eval()
     inputs = _inputs()

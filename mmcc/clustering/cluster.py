@@ -357,7 +357,7 @@ def hdbscan_labels(distance: Union[Distance, ArrayLike],
     return compact_labels(labels)
 
 
-_JACCARD_KEYS = ('k1', 'k2', 'knn', 'knn_backend')
+_JACCARD_KEYS = ('k1', 'k2', 'knn', 'knn_backend', 'knn_options')
 
 
 def _check_early(labeller, cfg: dict) -> None:
@@ -384,10 +384,11 @@ def cluster_features(features: ArrayLike,
     """Pseudo-labels of all embeddings from a clustering config.
 
     Configs (defaults shown; the Jaccard keys ``k1, k2, knn,
-    knn_backend`` go to :func:`jaccard_distance`)::
+    knn_backend, knn_options`` go to :func:`jaccard_distance`)::
 
         dict(type='dbscan', eps=0.6, min_samples=4, k1=30, k2=6,
              knn='auto')
+        dict(type='dbscan', knn='ivf')  # approximate, for N >~ 300k
         dict(type='infomap', k1=15, k2=4, min_sim=0.5, seed=1)
         dict(type='hdbscan', k1=30, k2=6, min_cluster_size=4)
 

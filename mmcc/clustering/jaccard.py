@@ -38,7 +38,8 @@ def jaccard_distance(features: ArrayLike,
                      knn: str = 'auto',
                      knn_backend: str = 'auto',
                      rank: Optional[np.ndarray] = None,
-                     timings: Optional[dict] = None) -> sp.csr_matrix:
+                     timings: Optional[dict] = None,
+                     knn_options: Optional[dict] = None) -> sp.csr_matrix:
     """k-reciprocal Jaccard distance between all rows of ``features``.
 
     Args:
@@ -62,6 +63,8 @@ def jaccard_distance(features: ArrayLike,
             this function and the naive baseline on the same lists.
         timings: Optional dict; wall seconds of the stages are added to it
             as ``'knn'`` and ``'jaccard'``.
+        knn_options: Options of the kNN method, e.g. ``dict(nprobe=64)``
+            for ``'ivf'`` (:func:`mmcc.clustering.knn_search`).
 
     Returns:
         (N, N) float32 ``scipy.sparse.csr_matrix`` with sorted indices
@@ -98,7 +101,12 @@ def jaccard_distance(features: ArrayLike,
     clock = StageClock(timings)
     if rank is None:
         with clock('knn'):
-            rank, _ = knn_search(x, width, method=knn, backend=knn_backend)
+            rank, _ = knn_search(
+                x,
+                width,
+                method=knn,
+                backend=knn_backend,
+                **(knn_options or {}))
     rank = np.ascontiguousarray(rank[:, :width], dtype=np.int64)
     if rank.shape != (n, width) or (rank[:, 0] != np.arange(n)).any():
         raise ValueError('rank must hold (N, >= min(k1, N)) kNN lists with '

@@ -18,12 +18,11 @@ faiss and the torch fallback agree exactly except there (and where two float32
 inner products computed by different BLAS kernels round differently).
 
 Back ends: faiss's flat search (GPU or CPU), a chunked torch matmul, the
-screened exact search of :mod:`.knn_screened`, and faiss's approximate HNSW
-and IVF-Flat indexes. Every function returning neighbours returns
-``(ids, sims)``.
+screened exact search of :mod:`.knn_screened`, faiss's approximate HNSW
+and the inverted-file search of :mod:`.knn_ivf`. Every function returning
+neighbours returns ``(ids, sims)``.
 """
 import logging
-import math
 import warnings
 from functools import partial
 from typing import Optional, Tuple, Union
@@ -35,6 +34,7 @@ from mmengine.logging import print_log
 from mmcc.utils.checks import check_features, check_int, l2_normalised
 from mmcc.utils.device import cpu_has_native_bf16
 from .budgets import SIMILARITY_BLOCK_BYTES
+from .knn_ivf import ivf_search
 from .knn_screened import screened_search
 
 try:  # faiss is optional: the torch fallback covers the exact search.
@@ -57,17 +57,6 @@ _EXACT_UP_TO_POINTS_PER_K = 4
 _HNSW_LINKS = 32
 _HNSW_EF_CONSTRUCTION = 80
 _HNSW_MIN_EF_SEARCH = 64
-# IVF-Flat cells: nlist = 4 sqrt(N), faiss's rule of thumb for the number of
-# cells, capped so that k-means gets the 39 training points per cell below
-# which faiss's k-means warns (its ``min_points_per_centroid``).
-_IVF_CELLS_PER_SQRT_N = 4
-_IVF_MIN_TRAIN_PER_CELL = 39
-# k-means trains on a sample of 64 points per cell (faiss itself would use
-# up to 256, ``max_points_per_centroid``): cheaper training, still above the
-# minimum of 39.
-_IVF_TRAIN_PER_CELL = 64
-# Cells probed per query: one in 16.
-_IVF_CELLS_PER_PROBE = 16
 
 
 def as_float32_numpy(features: ArrayLike) -> np.ndarray:
@@ -177,7 +166,7 @@ def _exact_queries(x: np.ndarray,
 
 def _approximate_faiss(x: np.ndarray, k: int, method: str,
                        **options) -> Tuple[np.ndarray, np.ndarray]:
-    """HNSW or IVF-Flat inner-product search (CPU): (N, k) ids and sims."""
+    """HNSW or IVF inner-product search (CPU): (N, k) ids and sims."""
     n, dim = x.shape
     if method == 'hnsw':
         index = faiss.IndexHNSWFlat(dim, options.get('hnsw_m', _HNSW_LINKS),
@@ -189,26 +178,13 @@ def _approximate_faiss(x: np.ndarray, k: int, method: str,
                                           max(2 * k, _HNSW_MIN_EF_SEARCH))
         sims, ids = index.search(x, k)
         return ids, sims
-    # IVF: cells from k-means on (a sample of) the data, search nprobe cells.
-    nlist = options.get('nlist') or max(
-        1,
-        min(
-            int(_IVF_CELLS_PER_SQRT_N * math.sqrt(n)),
-            n // _IVF_MIN_TRAIN_PER_CELL))
-    quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFFlat(quantizer, dim, nlist,
-                               faiss.METRIC_INNER_PRODUCT)
-    sample = x
-    num_train = _IVF_TRAIN_PER_CELL * nlist
-    if n > num_train:
-        rng = np.random.default_rng(0)
-        sample = x[np.sort(rng.choice(n, num_train, replace=False))]
-    index.train(sample)
-    index.add(x)
-    index.nprobe = options.get('nprobe') or max(1,
-                                                nlist // _IVF_CELLS_PER_PROBE)
-    sims, ids = index.search(x, k)
-    return ids, sims
+    ivf_options = {
+        key: options[key]
+        for key in ('nlist', 'nprobe', 'pca_dim', 'candidates_per_k',
+                    'recall_target', 'calibration_rows', 'info')
+        if key in options
+    }
+    return ivf_search(x, k, **ivf_options)
 
 
 def canonical_neighbours(features: np.ndarray, ids: np.ndarray,
@@ -287,15 +263,20 @@ def knn_search(features: ArrayLike,
             bfloat16: a bfloat16 screen, float32 re-scoring and a
             certificate, see :mod:`mmcc.clustering.knn_screened`; option
             ``screen_extra``), ``'hnsw'`` (faiss IndexHNSWFlat, M=32,
-            efConstruction=80, efSearch=max(2k, 64)) or ``'ivf'`` (faiss
-            IndexIVFFlat, nlist=4 sqrt(N), nprobe=nlist/16).
+            efConstruction=80, efSearch=max(2k, 64)) or ``'ivf'`` (PCA to
+            256 dimensions, faiss IndexIVFFlat with nlist=4 sqrt(N) cells,
+            nprobe calibrated on a sample to recall@k >= 0.97, exact
+            re-scoring of 2k candidates; see :mod:`.knn_ivf`).
             Approximate methods trade recall for speed and pay off only for
             large N (measured recall and times: ``docs/benchmarks.md``).
             Lost neighbours shrink the k-reciprocal sets, so the Jaccard
             distances and the clusters change: keep an exact method unless
             N makes it too slow.
-            Options: ``hnsw_m``, ``ef_construction``, ``ef_search``,
-            ``nlist``, ``nprobe``.
+            Options: ``hnsw_m``, ``ef_construction``, ``ef_search``;
+            ``nlist``, ``nprobe``, ``pca_dim``, ``candidates_per_k``,
+            ``recall_target``, ``calibration_rows``, ``info`` (a dict
+            that receives the chosen settings and measured recall), as in
+            :func:`mmcc.clustering.knn_ivf.ivf_search`.
         backend: ``'auto'`` (faiss when importable: GPU faiss when
             ``faiss.get_num_gpus() > 0``, else CPU), ``'faiss'`` or
             ``'torch'`` (chunked matmul on the features' device, exact

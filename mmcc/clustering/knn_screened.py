@@ -166,34 +166,39 @@ def bf16_screen(
 
 def rescore(x: np.ndarray,
             ids: np.ndarray,
-            gather_bytes: int = FEATURE_GATHER_BYTES) -> np.ndarray:
-    """Float32 inner products of every row with its candidates.
+            gather_bytes: int = FEATURE_GATHER_BYTES,
+            queries: Optional[np.ndarray] = None) -> np.ndarray:
+    """Float32 inner products of every query with its candidates.
 
     Args:
         x: (N, D) float32 features.
-        ids: (N, m) int64 candidate ids, all valid.
+        ids: (Q, m) int64 candidate ids (rows of ``x``), all valid.
         gather_bytes: Bytes of the (rows, m, D) gathered candidates of the
             torch path (used without faiss).
+        queries: (Q, D) float32 C-contiguous queries; defaults to the first
+            Q rows of ``x``.
 
     Returns:
-        (N, m) float32, ``out[i, j] = <x[i], x[ids[i, j]]>``.
+        (Q, m) float32, ``out[i, j] = <queries[i], x[ids[i, j]]>``.
     """
     n, m = ids.shape
+    if queries is None:
+        queries = x[:n]
     out = np.empty((n, m), np.float32)
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     if faiss is not None and hasattr(faiss, 'fvec_inner_products_by_idx'):
         # faiss reads the candidate rows in place, where the torch path
         # first copies them, (rows, m, D) floats per step.
         faiss.fvec_inner_products_by_idx(
-            faiss.swig_ptr(out), faiss.swig_ptr(x), faiss.swig_ptr(x),
+            faiss.swig_ptr(out), faiss.swig_ptr(queries), faiss.swig_ptr(x),
             faiss.swig_ptr(ids), x.shape[1], n, m)
         return out
-    xt = torch.from_numpy(x)
+    xt, qt = torch.from_numpy(x), torch.from_numpy(queries)
     step = max(1, gather_bytes // (4 * m * x.shape[1]))
     for lo in range(0, n, step):
         hi = min(n, lo + step)
         gathered = xt[torch.from_numpy(ids[lo:hi])]  # (rows, m, D)
-        out[lo:hi] = torch.bmm(gathered, xt[lo:hi, :, None])[..., 0].numpy()
+        out[lo:hi] = torch.bmm(gathered, qt[lo:hi, :, None])[..., 0].numpy()
     return out
 
 

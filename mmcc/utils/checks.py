@@ -41,14 +41,23 @@ def check_finite(x, name: str, allow_posinf: bool = False) -> None:
         ValueError: ``x`` holds NaN or Inf; the message counts them.
     """
     v = _values(x)
+    # Fast path without an elementwise mask (2 GB for 10^6 x 2048 floats):
+    # NaN and Inf propagate into a sum. A finite sum proves all finite; an
+    # infinite one (or overflow) falls through to the counting below.
     if isinstance(v, torch.Tensor):
-        if not v.is_floating_point() or bool(torch.isfinite(v).all()):
+        if not v.is_floating_point() or bool(
+                torch.isfinite(v.sum(dtype=torch.float64))):
+            return
+        if bool(torch.isfinite(v).all()):
             return
         num_nan = int(torch.isnan(v).sum())
         num_pos = int((v == float('inf')).sum())
         num_neg = int((v == -float('inf')).sum())
     else:
-        if not np.issubdtype(v.dtype, np.inexact) or np.isfinite(v).all():
+        if not np.issubdtype(v.dtype, np.inexact) or np.isfinite(
+                v.sum(dtype=np.float64 if np.isrealobj(v) else None)):
+            return
+        if np.isfinite(v).all():
             return
         num_nan = int(np.isnan(v).sum())
         num_pos = int((v == np.inf).sum())
@@ -116,7 +125,8 @@ def l2_normalised(features: Array,
                              f'{int(zero[0])} first), which cannot be '
                              'L2-normalised')
         return features / norms.to(features.dtype).unsqueeze(1)
-    norms = np.linalg.norm(features, axis=1)
+    # einsum: no (N, D) temporary of squares, as np.linalg.norm makes
+    norms = np.sqrt(np.einsum('nd,nd->n', features, features))
     if (np.abs(norms - 1) <= atol).all():
         return features
     zero = np.flatnonzero(norms == 0)

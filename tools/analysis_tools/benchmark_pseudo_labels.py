@@ -28,20 +28,39 @@ Peak memory is the resident-set high-water mark (``VmHWM`` of
 the input features included (printed as "base"), and covers faiss's and
 torch's native allocations, which tracemalloc would not see.
 
+Features (``--features``): ``reid`` (default) are
+:func:`mmcc.testing.embeddings.make_reid_embeddings`, fitted to real
+re-ID embeddings' neighbourhood statistics (``--compare-real`` prints both
+side by side); ``blobs`` are the earlier, easier Gaussian identities of
+:func:`make_features` (the figures of docs/benchmarks.md before the scale
+work used them).
+
+For the approximate search (``--knn ivf``): ``--recall-rows R`` measures
+recall@k1 of the sparse path's lists against an exact search of R sampled
+rows, and ``--exact-labels`` also runs the exact sparse path and prints the
+ARI and NMI of the approximate labels against the exact ones.
+
 Usage::
 
     python tools/analysis_tools/benchmark_pseudo_labels.py --sizes 12936
     python tools/analysis_tools/benchmark_pseudo_labels.py \\
         --sizes 32621 100000 --knn-recall
+    python tools/analysis_tools/benchmark_pseudo_labels.py --sizes 100000 \\
+        --knn ivf --skip-dense --recall-rows 1000 --exact-labels
+    python tools/analysis_tools/benchmark_pseudo_labels.py --sizes 1000000 \\
+        --knn ivf --skip-dense --recall-rows 500
+    python tools/analysis_tools/benchmark_pseudo_labels.py --sizes 10000 \\
+        --skip-dense --compare-real feats.npy ids.npy
 """
 import argparse
 import os
 import time
 
 import numpy as np
-from sklearn.metrics import adjusted_rand_score
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from mmcc.clustering import dbscan_labels, jaccard_distance, knn_search
+from mmcc.testing.embeddings import make_reid_embeddings, neighbour_statistics
 from mmcc.testing.naive_k_reciprocal import naive_jaccard_distance
 
 
@@ -147,7 +166,10 @@ def run_mode(features, mode, knn, args):
     load = os.getloadavg()[0]
     cpu = time.process_time()
     start = time.perf_counter()
-    rank, _ = knn_search(features, min(args.k1, len(features)), method=knn)
+    info = {}
+    options = dict(info=info) if knn == 'ivf' else {}
+    rank, _ = knn_search(
+        features, min(args.k1, len(features)), method=knn, **options)
     t_knn = time.perf_counter() - start
     if mode == 'sparse':
         dist = jaccard_distance(features, args.k1, args.k2, rank=rank)
@@ -182,7 +204,54 @@ def run_mode(features, mode, knn, args):
         f'stored d_J {stored / len(labels):.0f}/row; '
         f'process CPU {cpu:.0f} s, load average {load:.1f} at start',
         flush=True)
+    if info:
+        stages = ', '.join(f'{key[5:]} {value:.1f} s'
+                           for key, value in info.items()
+                           if key.startswith('time_'))
+        recall = info.get('calibration_recall')
+        print(
+            f'          ivf: PCA {info["pca_dim"]}, nlist '
+            f'{info["nlist"]}, nprobe {info["nprobe"]}' +
+            ('' if recall is None else f' (calibration recall {recall:.4f})') +
+            f'; {stages}')
     return res
+
+
+def sampled_recall(features, rank, k, num_rows, seed=0):
+    """Recall@k of ``rank`` against an exact search of sampled rows."""
+    import faiss
+    rng = np.random.default_rng(seed + 1)
+    rows = np.sort(rng.choice(len(features), num_rows, replace=False))
+    start = time.perf_counter()
+    _, exact = faiss.knn(
+        np.ascontiguousarray(features[rows]),
+        features,
+        k,
+        metric=faiss.METRIC_INNER_PRODUCT)
+    hits = sum(
+        np.intersect1d(a, b).size for a, b in zip(rank[rows, :k], exact))
+    print(
+        f'  recall@{k} of the sparse path\'s lists on {num_rows} sampled '
+        f'rows against exact search: {hits / exact.size:.4f} (exact '
+        f'search of the sample {time.perf_counter() - start:.1f} s)',
+        flush=True)
+
+
+def compare_real(path_feats, path_ids, n, dim, seed):
+    """Neighbour statistics of real embeddings and of make_reid_embeddings
+    at the same N, side by side."""
+    real = np.load(path_feats).astype(np.float32)
+    ids = np.load(path_ids)
+    sel = np.sort(
+        np.random.default_rng(0).choice(
+            len(real), min(n, len(real)), replace=False))
+    real_stats = neighbour_statistics(real[sel], ids[sel])
+    feats, labels = make_reid_embeddings(len(sel), dim, seed)
+    syn_stats = neighbour_statistics(feats, labels)
+    print(f'neighbour statistics at N={len(sel)} (k=30): real '
+          f'{path_feats} (D={real.shape[1]}) vs synthetic (D={dim})')
+    for key in real_stats:
+        print(f'  {key:20s} {real_stats[key]:8.3f} {syn_stats[key]:8.3f}')
 
 
 def knn_recall(features, k, methods=('hnsw', 'ivf')):
@@ -225,13 +294,40 @@ def main():
         '--knn-recall',
         action='store_true',
         help='also measure hnsw/ivf recall against exact')
+    parser.add_argument(
+        '--features',
+        default='reid',
+        choices=['reid', 'blobs'],
+        help='synthetic embeddings: realistic (default) or the easy blobs')
+    parser.add_argument(
+        '--recall-rows',
+        type=int,
+        default=0,
+        help='measure recall@k1 of the sparse lists on this many rows')
+    parser.add_argument(
+        '--exact-labels',
+        action='store_true',
+        help='also run the exact sparse path; ARI/NMI against it')
+    parser.add_argument(
+        '--compare-real',
+        nargs=2,
+        metavar=('FEATS', 'IDS'),
+        help='print neighbour statistics of real (N, D) embeddings (.npy) '
+        'with their identities (.npy) beside synthetic ones, then exit')
     args = parser.parse_args()
+    if args.compare_real:
+        compare_real(*args.compare_real, args.sizes[0], args.dim, args.seed)
+        return
 
     print(f'cpus {os.cpu_count()}, load average '
           f'{os.getloadavg()[0]:.2f} at start; memory = RSS high-water mark '
           '(VmHWM, reset per mode via /proc/self/clear_refs)')
     for n in args.sizes:
-        feats, truth = make_features(n, args.dim, args.seed)
+        make = make_reid_embeddings if args.features == 'reid' else \
+            make_features
+        start = time.perf_counter()
+        feats, truth = make(n, args.dim, args.seed)
+        print(f'generated in {time.perf_counter() - start:.0f} s')
         print(
             f'N={n} D={args.dim}: {truth.max() + 1} planted identities, '
             f'{(truth < 0).sum()} outliers',
@@ -239,6 +335,18 @@ def main():
         if args.knn_recall:
             knn_recall(feats, args.k1)
         sparse = run_mode(feats, 'sparse', args.knn, args)
+        if args.recall_rows:
+            sampled_recall(feats, sparse['rank'], args.k1,
+                           min(args.recall_rows, n), args.seed)
+        if args.exact_labels:
+            exact = run_mode(feats, 'sparse', 'auto', args)
+            print(
+                f'  {args.knn} labels vs exact labels: ARI '
+                f'{adjusted_rand_score(exact["labels"], sparse["labels"]):.4f}'
+                ', NMI '
+                f'{normalized_mutual_info_score(exact["labels"], sparse["labels"]):.4f}',  # noqa: E501
+                flush=True)
+            del exact
         need = dense_estimate(n)
         avail = _available_bytes()
         dense = None
