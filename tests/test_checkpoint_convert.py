@@ -307,8 +307,7 @@ def test_convert_resnet_whole_classifier(torchvision_resnet18):
         classifier = ImageClassifier(
             backbone=dict(type='ResNet', depth=18),
             neck=dict(type='GlobalAveragePooling'),
-            head=dict(
-                type='LinearClsHead', num_classes=1000, in_channels=512))
+            head=dict(type='LinearClsHead', num_classes=1000, in_channels=512))
     classifier.load_state_dict(converted, strict=True)
     classifier.eval()
     inputs = _inputs()

@@ -210,8 +210,9 @@ def test_model_index_lists_every_config_and_mim_search_finds_them():
         models = yaml.safe_load(f)['Models']
     ablations = osp.join('cluster_contrast', 'ablations') + os.sep
     on_disk = sorted(
-        rel for rel in CONFIGS if rel.startswith('cluster_contrast' + os.sep)
-        and not rel.startswith(ablations))
+        rel for rel in CONFIGS
+        if rel.startswith('cluster_contrast' +
+                          os.sep) and not rel.startswith(ablations))
     assert len(on_disk) < len([c for c in CONFIGS if '_base_' not in c])
     listed = sorted(osp.relpath(m['Config'], 'configs') for m in models)
     assert listed == on_disk

@@ -177,8 +177,8 @@ def test_channels_last_gives_the_same_embeddings_and_gradients():
         model.train()
         model(images).sum().backward()
     fast.eval(), plain.eval()
-    torch.testing.assert_close(fast(images), plain(images), atol=1e-5,
-                               rtol=1e-4)
+    torch.testing.assert_close(
+        fast(images), plain(images), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(
         fast.backbone.conv1.weight.grad,
         plain.backbone.conv1.weight.grad,
