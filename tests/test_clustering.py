@@ -513,3 +513,20 @@ def test_compact_labels_and_config_errors():
     with pytest.raises(ValueError):
         k_reciprocal.expansion_weights(
             unit(np.eye(3)), np.arange(4), np.arange(3), metric='banded')
+
+
+def test_jaccard_max_distance_keeps_exactly_the_near_pairs():
+    """Dropping the pairs farther than eps while computing d_J stores the
+    near pairs with the same values, keeps the diagonal, and gives DBSCAN
+    the same labels."""
+    feats, _ = planted(num_clusters=12, size=15, dim=24, spread=0.9, seed=5)
+    full = jaccard_distance(feats, k1=20, k2=6)
+    cut = jaccard_distance(feats, k1=20, k2=6, max_distance=0.6)
+    assert cut.nnz < full.nnz
+    np.testing.assert_array_equal(cut.diagonal(), full.diagonal())
+    f, c = full.tocoo(), cut.tocoo()
+    keep = (f.data <= 0.6) | (f.row == f.col)
+    expected = sorted(zip(f.row[keep], f.col[keep], f.data[keep]))
+    assert sorted(zip(c.row, c.col, c.data)) == expected
+    np.testing.assert_array_equal(
+        dbscan_labels(full, eps=0.6), dbscan_labels(cut, eps=0.6))

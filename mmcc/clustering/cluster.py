@@ -451,7 +451,11 @@ def cluster_features(features: ArrayLike,
             _warn(f'cluster_features: k1={k1} is too large for N={n} '
                   f'points; using k1={local} (N // 3), k2={jac["k2"]} so '
                   'that k-reciprocal neighbourhoods stay local')
-        distance = jaccard_distance(features, **jac, timings=timings)
+        # DBSCAN reads no pair farther than eps: do not store them
+        cut = _check_positive(cfg.get('eps', 0.6), 'eps') if \
+            kind == 'dbscan' else None
+        distance = jaccard_distance(
+            features, **jac, timings=timings, max_distance=cut)
         with clock(kind):
             if kind == 'dbscan':
                 labels = dbscan_labels(distance, **cfg)

@@ -39,7 +39,8 @@ def jaccard_distance(features: ArrayLike,
                      knn_backend: str = 'auto',
                      rank: Optional[np.ndarray] = None,
                      timings: Optional[dict] = None,
-                     knn_options: Optional[dict] = None) -> sp.csr_matrix:
+                     knn_options: Optional[dict] = None,
+                     max_distance: Optional[float] = None) -> sp.csr_matrix:
     """k-reciprocal Jaccard distance between all rows of ``features``.
 
     Args:
@@ -65,6 +66,9 @@ def jaccard_distance(features: ArrayLike,
             as ``'knn'`` and ``'jaccard'``.
         knn_options: Options of the kNN method, e.g. ``dict(nprobe=64)``
             for ``'ivf'`` (:func:`mmcc.clustering.knn_search`).
+        max_distance: Store only the pairs with d_J <= this (e.g. DBSCAN's
+            eps: the labels do not change, the memory shrinks by orders of
+            magnitude on weak embeddings).
 
     Returns:
         (N, N) float32 ``scipy.sparse.csr_matrix`` with sorted indices
@@ -112,4 +116,4 @@ def jaccard_distance(features: ArrayLike,
         raise ValueError('rank must hold (N, >= min(k1, N)) kNN lists with '
                          'every point first in its own list (knn_search)')
     with clock('jaccard'):
-        return k_reciprocal_jaccard(x, rank, k1, k2)
+        return k_reciprocal_jaccard(x, rank, k1, k2, max_distance=max_distance)

@@ -172,7 +172,9 @@ def run_mode(features, mode, knn, args):
         features, min(args.k1, len(features)), method=knn, **options)
     t_knn = time.perf_counter() - start
     if mode == 'sparse':
-        dist = jaccard_distance(features, args.k1, args.k2, rank=rank)
+        # only the pairs DBSCAN reads, as cluster_features stores them
+        dist = jaccard_distance(
+            features, args.k1, args.k2, rank=rank, max_distance=args.eps)
     else:
         dist = naive_jaccard_distance(features, args.k1, args.k2, rank=rank)
     t_jac = time.perf_counter() - start
