@@ -1,0 +1,93 @@
+"""Images per second of the embedding and training passes, by memory format.
+
+Runs mmpretrain's MobileNetV2 (or ``--depth`` ResNet) in eval mode (the
+clustering pass: no gradient) and in train mode (forward, backward and an
+optimiser step) on random images, in the default (NCHW-contiguous) layout
+and in channels-last, and prints images per second and the ratio
+channels-last / default for each. ``ReIDModel(channels_last=True)``, the
+default, is the channels-last column. The header names the CPU's vector
+extensions, which decide the convolutions' speed.
+
+    python tools/analysis_tools/benchmark_memory_format.py
+    python tools/analysis_tools/benchmark_memory_format.py --size 128 64 \\
+        --batch-size 64
+"""
+import argparse
+import os
+import time
+
+import torch
+
+
+def cpu_flags() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = next(line for line in f if line.startswith('flags'))
+    except (OSError, StopIteration):
+        return '?'
+    have = set(flags.split())
+    return ' '.join(
+        f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16')
+        if f in have) or 'none of avx2/avx512/amx'
+
+
+def images_per_second(backbone: str, channels_last: bool, train: bool, size,
+                      batch_size: int, steps: int) -> float:
+    from mmpretrain.models import MobileNetV2, ResNet
+    torch.manual_seed(0)
+    model = MobileNetV2(out_indices=(7, )) if backbone == 'mobilenetv2' \
+        else ResNet(depth=50, strides=(1, 2, 2, 1))
+    images = torch.randn(batch_size, 3, *size)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    model.train(train)
+    optimiser = torch.optim.SGD(model.parameters(), lr=1e-6)
+
+    def step():
+        if train:
+            optimiser.zero_grad()
+            model(images)[-1].mean().backward()
+            optimiser.step()
+        else:
+            with torch.no_grad():
+                model(images)
+
+    for _ in range(2):  # warm-up: kernel selection, allocations
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return batch_size * steps / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        '--backbone',
+        default='mobilenetv2',
+        choices=['mobilenetv2', 'resnet50'])
+    parser.add_argument(
+        '--size', type=int, nargs=2, default=[256, 128], help='H W')
+    parser.add_argument('--batch-size', type=int, default=32)
+    parser.add_argument('--steps', type=int, default=5)
+    args = parser.parse_args()
+    print(f'CPU flags: {cpu_flags()}; {torch.get_num_threads()} threads; '
+          f'load average {os.getloadavg()[0]:.2f} at start; '
+          f'{args.backbone} at {args.size[0]}x{args.size[1]}, batch '
+          f'{args.batch_size}')
+    for train in (False, True):
+        rates = [
+            images_per_second(args.backbone, layout, train, args.size,
+                              args.batch_size, args.steps)
+            for layout in (False, True)
+        ]
+        print(
+            f'  {"train" if train else "embed"}: default {rates[0]:6.1f} '
+            f'img/s, channels_last {rates[1]:6.1f} img/s, '
+            f'x{rates[1] / rates[0]:.2f}',
+            flush=True)
+
+
+if __name__ == '__main__':
+    main()
