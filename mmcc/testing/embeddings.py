@@ -28,10 +28,10 @@ it need the structure. :func:`make_reid_embeddings` builds it from parts::
 
 Every random vector is Gaussian with per-dimension variance ``s_j`` falling
 as ``(j + 1) ** -1.1`` (sum 1, so each part has unit expected norm), a
-power law like the spectrum of real embeddings. The default weights were fitted at N = 10,000
-to the statistics above and the neighbour similarities (see
-``tools/analysis_tools/benchmark_pseudo_labels.py --compare-real``, which
-prints both side by side). All the methods benchmarked (inner products,
+power law like the spectrum of real embeddings. The default weights were
+fitted at N = 10,000 to the statistics above and the neighbour similarities
+(``tools/analysis_tools/benchmark_pseudo_labels.py --compare-real`` prints
+both side by side; the table is in docs/scaling.md). All the methods benchmarked (inner products,
 k-means, PCA) are rotation invariant, so the axes need no random rotation.
 """
 from typing import Tuple
@@ -67,7 +67,8 @@ MAX_FAMILY_SIZE = 4
 MAX_TRACKLET = 6
 
 
-def spectrum(dim: int, decay: float,
+def spectrum(dim: int,
+             decay: float,
              shift: float = SPECTRUM_SHIFT) -> np.ndarray:
     """(dim,) float32 per-dimension standard deviations, squares summing to
     1, variances falling as ``(j + shift) ** -decay``."""
