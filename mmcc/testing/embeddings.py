@@ -31,8 +31,9 @@ as ``(j + 1) ** -1.1`` (sum 1, so each part has unit expected norm), a
 power law like the spectrum of real embeddings. The default weights were
 fitted at N = 10,000 to the statistics above and the neighbour similarities
 (``tools/analysis_tools/benchmark_pseudo_labels.py --compare-real`` prints
-both side by side; the table is in docs/scaling.md). All the methods benchmarked (inner products,
-k-means, PCA) are rotation invariant, so the axes need no random rotation.
+both side by side; the table is in docs/scaling.md). All the methods
+benchmarked (inner products, k-means, PCA) are rotation invariant, so the
+axes need no random rotation.
 """
 from typing import Tuple
 
