@@ -56,11 +56,8 @@ def main():
     parser.add_argument('--repeats', type=int, default=5)
     args = parser.parse_args()
     from mmcc.utils import cpu_has_native_bf16
-    with open('/proc/cpuinfo') as f:
-        flags = set(
-            next(line for line in f if line.startswith('flags')).split())
-    named = [f for f in ('amx_bf16', 'avx512_bf16', 'avx2') if f in flags]
-    print(f'CPU flags: {" ".join(named)}; native bfloat16: '
+    from mmcc.utils.host import cpu_vector_flags
+    print(f'CPU: {cpu_vector_flags()}; native bfloat16: '
           f'{cpu_has_native_bf16()}; threads: {torch.get_num_threads()}')
     f32, bf16 = matmul_times(args.repeats)
     print(f'8192 x 2048 by 2048 x 4096 product: float32 {f32 * 1e3:.0f} ms,'

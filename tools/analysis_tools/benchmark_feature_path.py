@@ -48,6 +48,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mmcc.engine.feature_extraction import extract_features
 from mmcc.utils import sample_index
+from mmcc.utils.host import cpu_vector_flags, process_memory, reset_peak_memory
 
 MB = 2**20
 
@@ -124,24 +125,6 @@ def old_extract_features(model, dataloader, num_samples=None):
     return out
 
 
-def _status_kb(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def reset_peak() -> bool:
-    """Reset VmHWM to the current RSS; False where the kernel refuses."""
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return True
-    except OSError:
-        return False
-
-
 def run_path(path: str, args) -> dict:
     dataset = SyntheticSet(args.num_samples)
     loader = DataLoader(
@@ -155,8 +138,8 @@ def run_path(path: str, args) -> dict:
         model(torch.zeros(args.batch_size, 1))
     gc.collect()
     torch_dist.barrier()
-    reset = reset_peak()
-    start_kb = _status_kb('VmRSS')
+    reset = reset_peak_memory()
+    start_kb = process_memory('VmRSS') / 1024
     begin = time.perf_counter()
     if path == 'old':
         out = old_extract_features(model, loader)
@@ -169,7 +152,7 @@ def run_path(path: str, args) -> dict:
             gather_to='main' if path == 'new' else 'all')
     torch_dist.barrier()
     seconds = time.perf_counter() - begin
-    peak_kb = _status_kb('VmHWM')
+    peak_kb = process_memory('VmHWM') / 1024
     digest = None
     if out is not None and torch_dist.get_rank() == 0:
         digest = hashlib.sha1(out.numpy().data).hexdigest()[:12]
@@ -223,20 +206,6 @@ def launch(path: str, args) -> list:
     return [results[rank] for rank in range(args.world_size)]
 
 
-def cpu_flags() -> str:
-    flags = set()
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('flags'):
-                    flags.update(line.split(':', 1)[1].split())
-                    break
-    except OSError:
-        pass
-    return ', '.join(f'{flag} {"yes" if flag in flags else "no"}'
-                     for flag in ('avx2', 'avx512f', 'avx512_bf16'))
-
-
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--num-samples', type=int, default=100000)
@@ -260,7 +229,7 @@ def main():
     args = parse_args()
     matrix_mb = args.num_samples * args.dim * 4 / MB
     print(f'CPU: {platform.processor() or platform.machine()}, '
-          f'{os.cpu_count()} cores; {cpu_flags()}')
+          f'{os.cpu_count()} cores; {cpu_vector_flags()}')
     print(f'torch {torch.__version__}; {args.world_size} gloo ranks, '
           f'1 thread each; N={args.num_samples}, D={args.dim}, batch '
           f'{args.batch_size}, new-path dtype {args.dtype}; the float32 '

@@ -19,26 +19,7 @@ import numpy as np
 
 from mmcc.clustering import knn_ivf
 from mmcc.testing.embeddings import make_reid_embeddings
-
-
-def _vm(field):
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1]) * 1024 / 2**30
-    return 0.0
-
-
-def cpu_flags():
-    try:
-        with open('/proc/cpuinfo') as f:
-            flags = next(line for line in f if line.startswith('flags'))
-    except (OSError, StopIteration):
-        return '?'
-    have = set(flags.split())
-    return ' '.join(
-        flag for flag in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16')
-        if flag in have) or 'none of avx2/avx512/amx'
+from mmcc.utils.host import cpu_vector_flags, process_memory
 
 
 def main():
@@ -54,7 +35,7 @@ def main():
         '--candidates-per-k', type=int, default=knn_ivf.CANDIDATES_PER_K)
     args = parser.parse_args()
     print(
-        f'CPU flags: {cpu_flags()}; {os.cpu_count()} cpus; load average '
+        f'CPU {cpu_vector_flags()}; {os.cpu_count()} cpus; load average '
         f'{os.getloadavg()[0]:.2f} at start',
         flush=True)
     tic = time.perf_counter()
@@ -62,7 +43,7 @@ def main():
     n = len(x)
     print(
         f'N={n} D={args.dim}: generated in {time.perf_counter() - tic:.0f}'
-        f' s, RSS {_vm("VmRSS"):.2f} GiB',
+        f' s, RSS {process_memory("VmRSS") / 2**30:.2f} GiB',
         flush=True)
     rng = np.random.default_rng(0)
     tic = time.perf_counter()
@@ -113,7 +94,7 @@ def main():
             f'projected {took * n / len(rows) / 60:.1f} min',
             flush=True)
         nprobe *= 2
-    print(f'peak RSS {_vm("VmHWM"):.2f} GiB')
+    print(f'peak RSS {process_memory("VmHWM") / 2**30:.2f} GiB')
 
 
 if __name__ == '__main__':

@@ -18,17 +18,7 @@ import time
 
 import torch
 
-
-def cpu_flags() -> str:
-    try:
-        with open('/proc/cpuinfo') as f:
-            flags = next(line for line in f if line.startswith('flags'))
-    except (OSError, StopIteration):
-        return '?'
-    have = set(flags.split())
-    return ' '.join(
-        f for f in ('avx2', 'avx512f', 'avx512_bf16', 'amx_bf16')
-        if f in have) or 'none of avx2/avx512/amx'
+from mmcc.utils.host import cpu_vector_flags
 
 
 def images_per_second(backbone: str, channels_last: bool, train: bool, size,
@@ -72,10 +62,11 @@ def main():
     parser.add_argument('--batch-size', type=int, default=32)
     parser.add_argument('--steps', type=int, default=5)
     args = parser.parse_args()
-    print(f'CPU flags: {cpu_flags()}; {torch.get_num_threads()} threads; '
-          f'load average {os.getloadavg()[0]:.2f} at start; '
-          f'{args.backbone} at {args.size[0]}x{args.size[1]}, batch '
-          f'{args.batch_size}')
+    print(
+        f'CPU flags: {cpu_vector_flags()}; {torch.get_num_threads()} threads; '
+        f'load average {os.getloadavg()[0]:.2f} at start; '
+        f'{args.backbone} at {args.size[0]}x{args.size[1]}, batch '
+        f'{args.batch_size}')
     for train in (False, True):
         rates = [
             images_per_second(args.backbone, layout, train, args.size,

@@ -62,6 +62,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from mmcc.clustering import dbscan_labels, jaccard_distance, knn_search
 from mmcc.testing.embeddings import make_reid_embeddings, neighbour_statistics
 from mmcc.testing.naive_k_reciprocal import naive_jaccard_distance
+from mmcc.utils.host import cpu_vector_flags, process_memory, reset_peak_memory
 
 
 def make_features(n: int,
@@ -124,27 +125,6 @@ def make_features(n: int,
     return feats, labels
 
 
-def _vm(field: str) -> int:
-    """A ``Vm*`` field of /proc/self/status, in bytes (0 if unavailable)."""
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith(field + ':'):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def _reset_peak() -> bool:
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return True
-    except OSError:
-        return False
-
-
 def _available_bytes() -> int:
     with open('/proc/meminfo') as f:
         for line in f:
@@ -161,8 +141,8 @@ def dense_estimate(n: int) -> int:
 
 def run_mode(features, mode, knn, args):
     gib = 2.0**30
-    _reset_peak()
-    base = _vm('VmRSS')
+    reset_peak_memory()
+    base = process_memory('VmRSS')
     load = os.getloadavg()[0]
     cpu = time.process_time()
     start = time.perf_counter()
@@ -184,7 +164,7 @@ def run_mode(features, mode, knn, args):
     cpu = time.process_time() - cpu
     stored = dist.nnz if mode == 'sparse' else dist.size
     del dist
-    peak = _vm('VmHWM')
+    peak = process_memory('VmHWM')
     res = dict(
         mode=mode,
         t_knn=t_knn,
@@ -321,7 +301,7 @@ def main():
         compare_real(*args.compare_real, args.sizes[0], args.dim, args.seed)
         return
 
-    print(f'cpus {os.cpu_count()}, load average '
+    print(f'CPU {cpu_vector_flags()}; cpus {os.cpu_count()}, load average '
           f'{os.getloadavg()[0]:.2f} at start; memory = RSS high-water mark '
           '(VmHWM, reset per mode via /proc/self/clear_refs)')
     for n in args.sizes:

@@ -47,6 +47,8 @@ import time
 
 import torch
 
+from mmcc.utils.host import cpu_vector_flags, process_memory, reset_peak_memory
+
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -104,36 +106,6 @@ def launch(argv) -> int:
     return subprocess.call(cmd)
 
 
-def cpu_flags() -> str:
-    """Which of the matmul-relevant x86 extensions the CPU reports."""
-    wanted = ('avx2', 'avx512f', 'avx512_bf16', 'amx_tile', 'amx_bf16')
-    try:
-        with open('/proc/cpuinfo') as f:
-            flags = next((line.split(':', 1)[1].split()
-                          for line in f if line.startswith('flags')), [])
-    except OSError:
-        return 'unknown (no /proc/cpuinfo)'
-    model = ''
-    try:
-        with open('/proc/cpuinfo') as f:
-            model = next((line.split(':', 1)[1].strip()
-                          for line in f if line.startswith('model name')), '')
-    except OSError:
-        pass
-    present = ' '.join(f'{flag}={"yes" if flag in flags else "no"}'
-                       for flag in wanted)
-    return f'{model}: {present}'
-
-
-def proc_status(field: str) -> int:
-    """A ``/proc/self/status`` size field (``VmRSS``, ``VmHWM``) in bytes."""
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1]) * 1024
-    return -1
-
-
 def fix_mmap_threshold() -> bool:
     """Serve every allocation above 128 KiB by its own mmap, returned to
     the system when freed. glibc otherwise raises that threshold after
@@ -145,15 +117,6 @@ def fix_mmap_threshold() -> bool:
         libc = ctypes.CDLL('libc.so.6')
         return bool(libc.mallopt(-3, 128 * 1024))  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
-        return False
-
-
-def reset_peak_rss() -> bool:
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return True
-    except OSError:
         return False
 
 
@@ -174,8 +137,8 @@ def measure(head_cfg, num_clusters, args, rank, world_size):
     del centroids
     gc.collect()
     torch_dist.barrier()
-    cleared = reset_peak_rss()
-    rss_before = proc_status('VmRSS')
+    cleared = reset_peak_memory()
+    rss_before = process_memory('VmRSS')
     g = torch.Generator().manual_seed(args.seed + 1 + rank)
     times = []
     for _ in range(args.warmup + args.steps):
@@ -190,7 +153,7 @@ def measure(head_cfg, num_clusters, args, rank, world_size):
         losses = head.loss(feats, samples)
         losses['loss'].backward()
         times.append(time.perf_counter() - start)
-    peak = proc_status('VmHWM') if cleared else -1
+    peak = process_memory('VmHWM') if cleared else -1
     rows = head.memory.size(0)
     logit_rows = args.batch if head.sharded else local_batch
     row = dict(
@@ -225,7 +188,7 @@ def worker(args) -> None:
     threads = args.threads or max(1, (os.cpu_count() or 1) // world_size)
     torch.set_num_threads(threads)
     if rank == 0:
-        print(f'CPU: {cpu_flags()}')
+        print(f'CPU: {cpu_vector_flags()}')
         print(f'torch {torch.__version__} (CPU capability '
               f'{torch.backends.cpu.get_cpu_capability()}), {world_size} '
               f'gloo processes x {threads} threads, D={args.dim}, global '
