@@ -147,17 +147,9 @@ class ClusterMemoryHead(BaseModule):
             sample_labels (Tensor | ndarray | sequence): (N,) pseudo-label of
                 each training sample in ``[0, K)``, or -1 for an outlier.
         """
-        centroids = torch.as_tensor(centroids)
-        sample_labels = torch.as_tensor(sample_labels).long().flatten()
-        if centroids.dim() != 2 or centroids.size(1) != self.feat_dim:
-            raise ValueError(f'expected centroids (K, {self.feat_dim}), '
-                             f'got {tuple(centroids.shape)}')
+        centroids, sample_labels = self._checked_reset_args(
+            centroids, sample_labels, self.feat_dim)
         num_clusters = centroids.size(0)
-        if sample_labels.numel() and (int(sample_labels.max()) >= num_clusters
-                                      or int(sample_labels.min()) < -1):
-            raise ValueError(f'sample_labels must lie in [-1, {num_clusters})'
-                             f', got [{int(sample_labels.min())}, '
-                             f'{int(sample_labels.max())}]')
         memory = self.memory
         if self.sharded:
             start, stop = self._set_shard(num_clusters)
@@ -168,6 +160,24 @@ class ClusterMemoryHead(BaseModule):
         self.memory = F.normalize(
             centroids.to(memory.device, memory.dtype), dim=1)
         self.sample_labels = sample_labels.to(self.sample_labels.device)
+
+    @staticmethod
+    def _checked_reset_args(centroids, sample_labels,
+                            feat_dim: int) -> Tuple[Tensor, Tensor]:
+        """``reset``'s arguments as tensors: (K, D) centroids and (N,) int64
+        labels in ``[-1, K)``; ``ValueError`` otherwise."""
+        centroids = torch.as_tensor(centroids)
+        sample_labels = torch.as_tensor(sample_labels).long().flatten()
+        if centroids.dim() != 2 or centroids.size(1) != feat_dim:
+            raise ValueError(f'expected centroids (K, {feat_dim}), '
+                             f'got {tuple(centroids.shape)}')
+        num_clusters = centroids.size(0)
+        if sample_labels.numel() and (int(sample_labels.max()) >= num_clusters
+                                      or int(sample_labels.min()) < -1):
+            raise ValueError(f'sample_labels must lie in [-1, {num_clusters})'
+                             f', got [{int(sample_labels.min())}, '
+                             f'{int(sample_labels.max())}]')
+        return centroids, sample_labels
 
     def forward(self, feats: Union[Tensor, Tuple[Tensor]]) -> Tensor:
         """(B, D) features -> (B, K) logits ``q . phi_k / tau``; no update.

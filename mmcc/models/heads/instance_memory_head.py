@@ -115,22 +115,14 @@ class InstanceMemoryHead(BaseModule):
                 'InstanceMemoryHead.reset needs the (N, D) features of the '
                 'training samples; PseudoLabelHook passes them to heads with '
                 'needs_features = True')
-        centroids = torch.as_tensor(centroids)
+        centroids, sample_labels = ClusterMemoryHead._checked_reset_args(
+            centroids, sample_labels, self.feat_dim)
         features = torch.as_tensor(features)
-        sample_labels = torch.as_tensor(sample_labels).long().flatten()
-        if centroids.dim() != 2 or centroids.size(1) != self.feat_dim:
-            raise ValueError(f'expected centroids (K, {self.feat_dim}), '
-                             f'got {tuple(centroids.shape)}')
         if features.shape != (sample_labels.numel(), self.feat_dim):
             raise ValueError(f'expected features ({sample_labels.numel()}, '
                              f'{self.feat_dim}), one per sample label, got '
                              f'{tuple(features.shape)}')
         num_clusters = centroids.size(0)
-        if sample_labels.numel() and (int(sample_labels.max()) >= num_clusters
-                                      or int(sample_labels.min()) < -1):
-            raise ValueError(f'sample_labels must lie in [-1, {num_clusters})'
-                             f', got [{int(sample_labels.min())}, '
-                             f'{int(sample_labels.max())}]')
         memory = self.instance_memory
         # New tensors rather than resize_() (see ClusterMemoryHead.reset).
         self.instance_memory = F.normalize(
