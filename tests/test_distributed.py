@@ -8,12 +8,13 @@ tools' own, not a test double.
 import json
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
 import pytest
 import torch
+
+from mmcc.utils.host import free_port
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 DEMO_CONFIG = osp.join(
@@ -50,12 +51,6 @@ def config(tmp_path_factory):
     return str(path)
 
 
-def _free_port() -> str:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return str(sock.getsockname()[1])
-
-
 def _data_options(tree):
     options = [
         f'{key}.dataset.data_root={tree}'
@@ -79,7 +74,7 @@ def _user_env():
         if k not in ('VIRTUAL_ENV', 'PYTHON', 'PYTHONPATH')
     }
     env['PATH'] = '/usr/local/bin:/usr/bin:/bin'
-    env['PORT'] = _free_port()
+    env['PORT'] = str(free_port())
     return env
 
 
@@ -105,7 +100,7 @@ def test_two_ranks_hold_identical_state(tree, config, tmp_path):
     _run([
         sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node', '2',
         '--master_port',
-        _free_port(),
+        str(free_port()),
         osp.join(ROOT, 'tests', 'dist_train_worker.py'),
         str(tmp_path), config, '--work-dir',
         str(tmp_path / 'work'), '--cfg-options', 'train_cfg.max_epochs=2',

@@ -11,7 +11,6 @@ after a timeout and fails the tests instead of hanging them.
 import datetime
 import logging
 import os
-import socket
 import traceback
 from types import SimpleNamespace
 
@@ -25,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from mmcc.engine.feature_extraction import extract_features
 from mmcc.engine.hooks.pseudo_label_hook import PseudoLabelHook
+from mmcc.utils.host import free_port
 
 DIM = 16
 NUM_GROUPS = 4
@@ -292,17 +292,11 @@ def _worker(rank, port, out_dir):
         torch_dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope='module')
 def ranks(tmp_path_factory):
     out_dir = str(tmp_path_factory.mktemp('ranks'))
     ctx = mp.get_context('spawn')
-    port = _free_port()
+    port = free_port()
     procs = [
         ctx.Process(target=_worker, args=(rank, port, out_dir))
         for rank in (0, 1)

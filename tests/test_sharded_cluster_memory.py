@@ -5,7 +5,6 @@ The two-process tests start tests/sharded_memory_worker.py with
 head side by side on the same batches and saves what is compared here.
 """
 import os.path as osp
-import socket
 import subprocess
 import sys
 
@@ -21,6 +20,7 @@ from mmcc.engine.hooks import SyncNormBuffersHook
 from mmcc.engine.hooks.sync_norm_buffers_hook import synced_buffers
 from mmcc.models.functional import shard_range, sharded_cluster_nce
 from mmcc.registry import MODELS
+from mmcc.utils.host import free_port
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 sys.path.insert(0, osp.join(ROOT, 'tests'))
@@ -35,19 +35,13 @@ def mmcc_scope():
         yield
 
 
-def _free_port() -> str:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return str(sock.getsockname()[1])
-
-
 def _launch(args, timeout=300):
     env = dict(__import__('os').environ, CUDA_VISIBLE_DEVICES='')
     proc = subprocess.run(
         [
             sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node',
             '2', '--master_port',
-            _free_port()
+            str(free_port())
         ] + args,
         cwd=ROOT,
         env=env,

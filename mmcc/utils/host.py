@@ -50,3 +50,12 @@ def reset_peak_memory() -> bool:
         return True
     except OSError:
         return False
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a process group's
+    rendezvous; another process may still take it before it is used)."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]

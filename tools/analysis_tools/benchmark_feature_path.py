@@ -35,7 +35,6 @@ import gc
 import hashlib
 import os
 import platform
-import socket
 import time
 
 import torch
@@ -48,7 +47,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from mmcc.engine.feature_extraction import extract_features
 from mmcc.utils import sample_index
-from mmcc.utils.host import cpu_vector_flags, process_memory, reset_peak_memory
+from mmcc.utils.host import (cpu_vector_flags, free_port, process_memory,
+                             reset_peak_memory)
 
 MB = 2**20
 
@@ -178,12 +178,6 @@ def worker(rank: int, world_size: int, port: int, path: str, args,
         queue.put((rank, run_path(path, args)))
     finally:
         torch_dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return sock.getsockname()[1]
 
 
 def launch(path: str, args) -> list:

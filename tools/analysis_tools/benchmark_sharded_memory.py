@@ -39,7 +39,6 @@ import argparse
 import gc
 import os
 import os.path as osp
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,7 +46,8 @@ import time
 
 import torch
 
-from mmcc.utils.host import cpu_vector_flags, process_memory, reset_peak_memory
+from mmcc.utils.host import (cpu_vector_flags, free_port, process_memory,
+                             reset_peak_memory)
 
 
 def parse_args(argv=None):
@@ -88,19 +88,13 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def free_port() -> str:
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return str(sock.getsockname()[1])
-
-
 def launch(argv) -> int:
     """Start this script on ``--nproc`` gloo processes."""
     args = parse_args(argv)
     cmd = [
         sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node',
         str(args.nproc), '--master_port',
-        free_port(),
+        str(free_port()),
         osp.abspath(__file__)
     ] + list(argv)
     return subprocess.call(cmd)
