@@ -306,6 +306,19 @@ def test_jaccard_accepts_tensors_and_sparse_chunking_is_invisible():
     assert subset.shape == (4, len(feats))
     np.testing.assert_array_equal(subset.toarray(), ref[rows].toarray())
     np.testing.assert_array_equal(subset.indptr, ref[rows].indptr)
+    # threads share the chunks, each with its own accumulator: the same
+    # matrix whatever their number, with and without the eps cut
+    for threads in (2, 3):
+        threaded = k_reciprocal.min_sum_distance(
+            *q, acc_bytes=4 * len(feats) * 5, threads=threads)
+        np.testing.assert_array_equal(threaded.toarray(), ref.toarray())
+        np.testing.assert_array_equal(threaded.indptr, ref.indptr)
+        cut = k_reciprocal.min_sum_distance(
+            *q, acc_bytes=1, threads=threads, max_distance=0.6, rows=rows)
+        near = k_reciprocal.min_sum_distance(
+            *q, threads=1, max_distance=0.6, rows=rows)
+        np.testing.assert_array_equal(cut.toarray(), near.toarray())
+        np.testing.assert_array_equal(cut.indptr, near.indptr)
 
 
 def test_k_reciprocal_widths_follow_self_among_k1():

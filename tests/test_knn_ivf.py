@@ -2,12 +2,13 @@
 synthetic re-ID embeddings its benchmark runs on."""
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import adjusted_rand_score
 
 from mmcc.clustering import cluster_features
 from mmcc.clustering import knn as knn_module
 from mmcc.clustering import knn_search
-from mmcc.clustering.knn_ivf import ivf_search, project
+from mmcc.clustering.knn_ivf import CellJoin, ivf_search, project, train_cells
 from mmcc.testing.embeddings import (MAX_IDENTITY_SIZE, make_reid_embeddings,
                                      neighbour_statistics)
 
@@ -97,6 +98,10 @@ def test_ivf_returns_exact_similarities_and_high_recall(embeddings):
     assert info['calibration_recall'] >= 0.97 or \
         info['nprobe'] == info['nlist']
     assert _recall(ids, exact) > 0.9
+    # at least one refinement round, none loses recall
+    rounds = info['recall_rounds']
+    assert 2 <= len(rounds) <= 4 and rounds == sorted(rounds)
+    assert info['sample_recall'] == rounds[-1]
 
 
 @needs_faiss
@@ -133,3 +138,59 @@ def test_clustering_with_ivf_agrees_with_exact(embeddings):
         feats, dict(cfg, knn='ivf', knn_options=dict(recall_target=0.99)))
     assert exact.max() >= 2
     assert adjusted_rand_score(exact, approx) > 0.9
+
+
+@needs_faiss
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_cell_join_ranks_the_probed_cells_by_projected_distance(
+        embeddings, dtype):
+    feats, _ = embeddings
+    rng = np.random.default_rng(0)
+    z = project(feats, 32, 3000, rng)
+    centroids, assign = train_cells(z, 20, rng)
+    np.testing.assert_array_equal(
+        assign, ((z[:, None] - centroids[None])**2).sum(-1).argmin(1))
+    join = CellJoin(z, centroids, assign, dtype)
+    # its own cell first, then the cells by centroid distance
+    np.testing.assert_array_equal(join.cell_order[:, 0], np.arange(20))
+    # every cell probed: the top m by projected L2 distance over all rows
+    cand = join.all_candidates(20, 25)
+    dist = ((z[:, None] - z[None])**2).sum(-1)
+    truth = np.sort(dist, 1)[:, 24]
+    got = np.take_along_axis(dist, cand, 1)
+    slack = 1e-4 if dtype == torch.float32 else 0.05 * dist.mean()
+    assert (got.max(1) <= truth + slack).all()
+    assert (cand >= 0).all() and (np.sort(cand, 1)[:, 1:] != np.sort(
+        cand, 1)[:, :-1]).all()  # distinct
+    # 3 cells probed: candidates only from the 3 cells nearest to the own
+    few = join.all_candidates(3, 25)
+    allowed = join.cell_order[assign, :3]
+    cells = np.where(few >= 0, assign[np.maximum(few, 0)], -1)
+    assert ((cells[..., None] == allowed[:, None]).any(-1) | (few < 0)).all()
+    # the calibration's per-row search is the join's, row for row
+    rows = np.array([5, 17, 2999, 1200, 6])
+    np.testing.assert_array_equal(
+        np.sort(join.candidates_of(rows, 3, 25), 1), np.sort(few[rows], 1))
+
+
+@needs_faiss
+def test_ivf_cost_cap_and_product_dtype(embeddings):
+    feats, _ = embeddings
+    capped = {}
+    ivf_search(
+        feats,
+        20,
+        pca_dim=64,
+        nlist=30,
+        recall_target=1.0,
+        max_scan_rows=500,
+        info=capped)
+    # 500 candidate rows = 5 cells of 100 rows
+    assert capped['nprobe'] == 5 and capped['calibration_recall'] < 1
+    for name in ('float32', 'bfloat16'):
+        info = {}
+        ivf_search(feats, 20, pca_dim=64, product_dtype=name, info=info)
+        assert info['product_dtype'] == name
+        assert info['sample_recall'] >= 0.97
+    with pytest.raises(ValueError, match='product_dtype'):
+        ivf_search(feats, 20, product_dtype='float16')

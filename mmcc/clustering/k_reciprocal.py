@@ -51,6 +51,7 @@ reference's own ``torch.mm`` per row they may differ in the last bit (a few
 released code, in its order (equal bit for bit in our checks; rank lists may
 order exact ties differently).
 """
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Tuple, Union
 
 import numpy as np
@@ -323,7 +324,8 @@ def min_sum_distance(indptr: np.ndarray,
                      acc_bytes: int = _ACC_BYTES,
                      rows: Optional[np.ndarray] = None,
                      clip_negative: bool = True,
-                     max_distance: Optional[float] = None) -> sp.csr_matrix:
+                     max_distance: Optional[float] = None,
+                     threads: Optional[int] = None) -> sp.csr_matrix:
     """d_J from the rows of Vq (step 5), on pairs sharing a column.
 
     For a chunk of rows i, ``s(i, .)`` accumulates in a (rows, N) float32
@@ -345,6 +347,9 @@ def min_sum_distance(indptr: np.ndarray,
             overlap so widely that every pair is kept otherwise: ~2,800
             stored pairs a row for ImageNet MobileNetV2 on 10,000 crops,
             5,700 for 100,000 synthetic ones (17 GiB).
+        threads: Threads sharing the row chunks, each with its own
+            accumulator (default: ``torch.get_num_threads()``). The result
+            does not depend on it.
 
     Returns:
         (R, N) float32 CSR, sorted indices, d_J of every pair (i, j) whose
@@ -356,55 +361,95 @@ def min_sum_distance(indptr: np.ndarray,
     rows = np.arange(n) if rows is None else np.asarray(rows, np.int64)
     vq = sp.csr_matrix((values, indices, indptr), shape=(n, n))
     col_major = vq.tocsc()  # column c -> rows j with Vq[j, c] != 0
-    c_ptr = col_major.indptr.astype(np.int64)
-    c_rows, c_vals = col_major.indices.astype(np.int64), col_major.data
     # Pairs sharing a column: the pattern of Vq Vq^T (counts are not used).
     support = sp.csr_matrix(
         (np.ones(indices.size, np.float32), indices, indptr), shape=(n, n))
-    support_t = support.T.tocsr()
+    shared = dict(
+        indptr=indptr,
+        indices=indices,
+        values=values,
+        c_ptr=col_major.indptr.astype(np.int64),
+        c_rows=col_major.indices.astype(np.int64),
+        c_vals=col_major.data,
+        support=support,
+        support_t=support.T.tocsr(),
+        row_nnz=np.diff(indptr),
+        clip_negative=clip_negative,
+        max_distance=max_distance)
+    del col_major
     chunk = max(1, min(rows.size, acc_bytes // (4 * max(n, 1))))
-    acc = np.zeros(chunk * n, dtype=np.float32)
-    row_nnz = np.diff(indptr)
+    starts = list(range(0, rows.size, chunk))
+    workers = max(1, min(threads or torch.get_num_threads(), len(starts)))
+
+    def work(my_starts):
+        # one accumulator per worker, zero between chunks
+        acc = np.zeros(chunk * n, dtype=np.float32)
+        return [
+            _min_sum_chunk(rows[start:start + chunk], acc, n, **shared)
+            for start in my_starts
+        ]
+
+    if workers == 1:
+        parts = work(starts)
+    else:
+        # NumPy's gathers, ufuncs and SciPy's sparse products release the
+        # GIL, so threads share the chunks with no copy of Vq: 1.8x on 2
+        # cores (docs/scaling.md). Interleaved, so every worker gets a
+        # similar mix of rows.
+        with ThreadPoolExecutor(workers) as pool:
+            done = list(
+                pool.map(work, [starts[w::workers] for w in range(workers)]))
+        parts = [None] * len(starts)
+        for w, results in enumerate(done):
+            parts[w::workers] = results
     out_ptr = np.zeros(rows.size + 1, dtype=np.int64)
-    out_idx, out_val = [], []
-    for start in range(0, rows.size, chunk):
-        sel = rows[start:start + chunk]
-        pattern = support[sel] @ support_t
-        pattern.sort_indices()
-        local_nnz = row_nnz[sel]
-        for t in range(int(local_nnz.max(initial=0))):
-            active = np.flatnonzero(local_nnz > t)
-            entry = indptr[sel[active]] + t
-            owner, pos = _expand_segments(c_ptr, indices[entry])
-            contrib = np.minimum(values[entry][owner], c_vals[pos])
-            target = active[owner] * n + c_rows[pos]
-            acc[target] += contrib
-        lrow = np.repeat(np.arange(sel.size), np.diff(pattern.indptr))
-        target = lrow * n + pattern.indices
-        s = acc[target]
-        acc[target] = 0
-        dist = 1 - s / (2 - s)
-        if clip_negative:
-            np.maximum(dist, 0, out=dist)
-        counts = np.diff(pattern.indptr)
-        cols = pattern.indices
-        if max_distance is not None:
-            keep = dist <= max_distance
-            keep[sel[lrow] == cols] = True  # the diagonal stays stored
-            dist, cols = dist[keep], cols[keep]
-            counts = np.bincount(lrow[keep], minlength=sel.size)
-        out_ptr[start + 1:start + sel.size + 1] = counts
-        out_idx.append(cols)
-        out_val.append(dist.astype(np.float32, copy=False))
+    out_ptr[1:] = np.concatenate([p[0] for p in parts]) if parts else []
     np.cumsum(out_ptr, out=out_ptr)
     idx_dtype = np.int32 if n < 2**31 else np.int64
     dist = sp.csr_matrix(
-        (np.concatenate(out_val) if out_val else np.zeros(0, np.float32),
-         np.concatenate(out_idx).astype(idx_dtype) if out_idx else np.zeros(
-             0, idx_dtype), out_ptr.astype(idx_dtype)),
+        (np.concatenate([p[2] for p in parts]) if parts else np.zeros(
+            0, np.float32), np.concatenate([p[1]
+                                            for p in parts]).astype(idx_dtype)
+         if parts else np.zeros(0, idx_dtype), out_ptr.astype(idx_dtype)),
         shape=(rows.size, n))
     dist.has_sorted_indices = True
     return dist
+
+
+def _min_sum_chunk(sel: np.ndarray, acc: np.ndarray, n: int, indptr, indices,
+                   values, c_ptr, c_rows, c_vals, support, support_t, row_nnz,
+                   clip_negative, max_distance):
+    """d_J of the rows ``sel`` (see :func:`min_sum_distance`).
+
+    ``acc`` is a zeroed float32 buffer of at least ``sel.size * n`` and is
+    left zeroed. Returns the rows' stored counts (sel.size,), columns and
+    float32 distances.
+    """
+    pattern = support[sel] @ support_t
+    pattern.sort_indices()
+    local_nnz = row_nnz[sel]
+    for t in range(int(local_nnz.max(initial=0))):
+        active = np.flatnonzero(local_nnz > t)
+        entry = indptr[sel[active]] + t
+        owner, pos = _expand_segments(c_ptr, indices[entry])
+        contrib = np.minimum(values[entry][owner], c_vals[pos])
+        target = active[owner] * n + c_rows[pos]
+        acc[target] += contrib
+    lrow = np.repeat(np.arange(sel.size), np.diff(pattern.indptr))
+    target = lrow * n + pattern.indices
+    s = acc[target]
+    acc[target] = 0
+    dist = 1 - s / (2 - s)
+    if clip_negative:
+        np.maximum(dist, 0, out=dist)
+    counts = np.diff(pattern.indptr)
+    cols = pattern.indices
+    if max_distance is not None:
+        keep = dist <= max_distance
+        keep[sel[lrow] == cols] = True  # the diagonal stays stored
+        dist, cols = dist[keep], cols[keep]
+        counts = np.bincount(lrow[keep], minlength=sel.size)
+    return counts, cols, dist.astype(np.float32, copy=False)
 
 
 def k_reciprocal_jaccard(

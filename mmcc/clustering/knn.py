@@ -181,8 +181,8 @@ def _approximate_faiss(x: np.ndarray, k: int, method: str,
     ivf_options = {
         key: options[key]
         for key in ('nlist', 'nprobe', 'pca_dim', 'candidates_per_k',
-                    'recall_target', 'calibration_rows', 'info')
-        if key in options
+                    'recall_target', 'calibration_rows', 'max_scan_rows',
+                    'product_dtype', 'info') if key in options
     }
     return ivf_search(x, k, **ivf_options)
 
@@ -264,9 +264,11 @@ def knn_search(features: ArrayLike,
             certificate, see :mod:`mmcc.clustering.knn_screened`; option
             ``screen_extra``), ``'hnsw'`` (faiss IndexHNSWFlat, M=32,
             efConstruction=80, efSearch=max(2k, 64)) or ``'ivf'`` (PCA to
-            256 dimensions, faiss IndexIVFFlat with nlist=4 sqrt(N) cells,
-            nprobe calibrated on a sample to recall@k >= 0.97, exact
-            re-scoring of 2k candidates; see :mod:`.knn_ivf`).
+            256 dimensions, faiss k-means into 4 sqrt(N) cells, every
+            cell joined with the nprobe cells nearest to it, nprobe
+            calibrated on a sample to recall@k >= 0.97 within a cost cap,
+            exact re-scoring of 4k candidates, refinement; see
+            :mod:`.knn_ivf`).
             Approximate methods trade recall for speed and pay off only for
             large N (measured recall and times: ``docs/benchmarks.md``).
             Lost neighbours shrink the k-reciprocal sets, so the Jaccard
@@ -274,7 +276,8 @@ def knn_search(features: ArrayLike,
             N makes it too slow.
             Options: ``hnsw_m``, ``ef_construction``, ``ef_search``;
             ``nlist``, ``nprobe``, ``pca_dim``, ``candidates_per_k``,
-            ``recall_target``, ``calibration_rows``, ``info`` (a dict
+            ``recall_target``, ``calibration_rows``, ``max_scan_rows``,
+            ``product_dtype``, ``info`` (a dict
             that receives the chosen settings and measured recall), as in
             :func:`mmcc.clustering.knn_ivf.ivf_search`.
         backend: ``'auto'`` (faiss when importable: GPU faiss when
