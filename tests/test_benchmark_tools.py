@@ -33,7 +33,7 @@ def test_ivf_calibration_benchmark_reports_recall_per_nprobe(
         monkeypatch, capsys):
     _run('benchmark_ivf_calibration.py', [
         '--size', '3000', '--dim', '64', '--pca-dim', '32', '--exact-rows',
-        '50', '--timed-rows', '200', '--max-nprobe', '16'
+        '50', '--timed-cells', '5', '--max-nprobe', '16'
     ], monkeypatch)
     out = capsys.readouterr().out
     rows = [r for r in out.splitlines() if r.startswith('nprobe')]

@@ -306,6 +306,12 @@ def test_jaccard_accepts_tensors_and_sparse_chunking_is_invisible():
     assert subset.shape == (4, len(feats))
     np.testing.assert_array_equal(subset.toarray(), ref[rows].toarray())
     np.testing.assert_array_equal(subset.indptr, ref[rows].indptr)
+    # the terms of a chunk added in small groups: the same order, the same
+    # values bit for bit
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(k_reciprocal, '_TERMS_PER_STEP', 7)
+        grouped = k_reciprocal.min_sum_distance(*q)
+    np.testing.assert_array_equal(grouped.toarray(), ref.toarray())
     # threads share the chunks, each with its own accumulator: the same
     # matrix whatever their number, with and without the eps cut
     for threads in (2, 3):

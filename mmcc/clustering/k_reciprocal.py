@@ -64,6 +64,8 @@ from .budgets import FEATURE_GATHER_BYTES
 # Bytes of the min-sum's (rows, N) float32 accumulator of s(i, .): sets the
 # rows per chunk.
 _ACC_BYTES = 128 * 2**20
+# Terms (i, j, c) expanded at a time in the min-sum: ~36 bytes each.
+_TERMS_PER_STEP = 4 * 2**20
 # Rows per chunk of the index-only stages: their (rows, k, k) temporaries
 # stay in the tens of MB for k up to a few tens.
 _INDEX_ROWS = 4096
@@ -432,10 +434,19 @@ def _min_sum_chunk(sel: np.ndarray, acc: np.ndarray, n: int, indptr, indices,
     # through the rows' entries one rank at a time, so that no target
     # repeats within a plain fancy-index +=, cost ~100 NumPy calls a chunk,
     # which dominated at N = 10^6, where a chunk holds 32 rows.)
+    # Consecutive groups of entries keep the order and bound the expanded
+    # terms to about _TERMS_PER_STEP: a chunk's rows can share columns with
+    # very many rows (unbounded, N = 10^6 ran out of 24 GB here).
     row, entry = _expand_segments(indptr, sel)
-    owner, pos = _expand_segments(c_ptr, indices[entry])
-    contrib = np.minimum(values[entry][owner], c_vals[pos])
-    np.add.at(acc, row[owner] * n + c_rows[pos], contrib)
+    terms = np.cumsum(c_ptr[indices[entry] + 1] - c_ptr[indices[entry]])
+    cuts = np.searchsorted(
+        terms,
+        np.arange(_TERMS_PER_STEP, terms[-1] if terms.size else 0,
+                  _TERMS_PER_STEP), 'right')
+    for group in np.split(np.arange(entry.size), np.unique(cuts)):
+        owner, pos = _expand_segments(c_ptr, indices[entry[group]])
+        contrib = np.minimum(values[entry[group]][owner], c_vals[pos])
+        np.add.at(acc, row[group][owner] * n + c_rows[pos], contrib)
     lrow = np.repeat(np.arange(sel.size), np.diff(pattern.indptr))
     target = lrow * n + pattern.indices
     s = acc[target]

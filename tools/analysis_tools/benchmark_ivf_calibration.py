@@ -1,12 +1,13 @@
-"""Recall and projected time of the inverted-file kNN at large N.
+"""Recall and projected time of the cell join of ``knn='ivf'`` at large N.
 
-At N = 10^6 a full approximate search may take longer than one is willing
-to wait; this script builds the index exactly as ``knn='ivf'`` does
-(:func:`mmcc.clustering.knn_ivf.ivf_search`: PCA, k-means cells), then, for
-nprobe = 8, 16, 32, ..., searches a sample of rows, measures recall@k
-against an exact search of a smaller sample, and projects the full search
-time from the sample's time per query. It prints the time and peak RSS
-(VmHWM) of each stage and the CPU's vector extensions.
+At N = 10^6 a full approximate search takes minutes per setting; this
+script builds the cells exactly as ``knn='ivf'`` does
+(:func:`mmcc.clustering.knn_ivf.ivf_search`: PCA, k-means cells, the join's
+operands), then, for nprobe = 8, 16, 32, ..., measures recall@k (after
+exact re-scoring, before refinement) of a sample of rows against an exact
+search of them, and projects the full join's time from the time of whole
+sampled cells. It prints the time and peak RSS (VmHWM) of each stage and
+the CPU's vector extensions.
 
     python tools/analysis_tools/benchmark_ivf_calibration.py --size 1000000
 """
@@ -28,11 +29,15 @@ def main():
     parser.add_argument('--dim', type=int, default=2048)
     parser.add_argument('--k', type=int, default=30)
     parser.add_argument('--exact-rows', type=int, default=256)
-    parser.add_argument('--timed-rows', type=int, default=4096)
+    parser.add_argument('--timed-cells', type=int, default=64)
     parser.add_argument('--max-nprobe', type=int, default=1024)
     parser.add_argument('--pca-dim', type=int, default=knn_ivf.PCA_DIM)
     parser.add_argument(
         '--candidates-per-k', type=int, default=knn_ivf.CANDIDATES_PER_K)
+    parser.add_argument(
+        '--product-dtype',
+        default='auto',
+        choices=['auto', 'float32', 'bfloat16'])
     args = parser.parse_args()
     print(
         f'CPU {cpu_vector_flags()}; {os.cpu_count()} cpus; load average '
@@ -57,41 +62,43 @@ def main():
         min(
             int(knn_ivf.CELLS_PER_SQRT_N * math.sqrt(n)),
             n // knn_ivf.MIN_TRAIN_PER_CELL))
-    index = faiss.IndexIVFFlat(
-        faiss.IndexFlatL2(z.shape[1]), z.shape[1], nlist, faiss.METRIC_L2)
-    sample = knn_ivf._sample(n, knn_ivf.TRAIN_PER_CELL * nlist, rng)
-    index.train(np.ascontiguousarray(z[sample]))
-    for start in range(0, n, knn_ivf.SEARCH_CHUNK_ROWS):
-        index.add(
-            np.ascontiguousarray(z[start:start + knn_ivf.SEARCH_CHUNK_ROWS]))
+    centroids, assign = knn_ivf.train_cells(z, nlist, rng)
+    dtype = knn_ivf._product_dtype(args.product_dtype)
+    join = knn_ivf.CellJoin(z, centroids, assign, dtype)
+    del z
     print(
-        f'index: nlist {nlist}, {time.perf_counter() - tic:.0f} s', flush=True)
-    rows = knn_ivf._sample(n, args.timed_rows, rng)
-    exact_rows = rows[:args.exact_rows]
+        f'cells: nlist {nlist}, k-means and join set-up '
+        f'{time.perf_counter() - tic:.0f} s; products in {dtype}',
+        flush=True)
+    rows = knn_ivf._sample(n, args.exact_rows, rng)
     tic = time.perf_counter()
     _, exact = faiss.knn(
-        np.ascontiguousarray(x[exact_rows]),
+        np.ascontiguousarray(x[rows]),
         x,
         args.k,
         metric=faiss.METRIC_INNER_PRODUCT)
     print(
-        f'exact search of {len(exact_rows)} rows: '
+        f'exact search of {len(rows)} rows: '
         f'{time.perf_counter() - tic:.1f} s (all {n} rows at that rate: '
-        f'{(time.perf_counter() - tic) * n / len(exact_rows) / 3600:.1f} '
-        'h)',
+        f'{(time.perf_counter() - tic) * n / len(rows) / 3600:.1f} h)',
         flush=True)
+    timed = knn_ivf._sample(nlist, args.timed_cells, rng)
+    m = min(n, args.candidates_per_k * args.k)
     nprobe = 8
     while nprobe <= min(nlist, args.max_nprobe):
-        index.nprobe = nprobe
+        ids, _ = knn_ivf._best(x, rows, join.candidates_of(rows, nprobe, m),
+                               args.k)
+        recall = knn_ivf._recall(ids, exact)
+        # the join's time: whole cells, as the full join runs them
         tic = time.perf_counter()
-        ids, _ = knn_ivf._search_rows(index, x, z, rows,
-                                      args.candidates_per_k * args.k, args.k)
+        for cell in timed:
+            lo, hi = join.bounds[cell], join.bounds[cell + 1]
+            join._top(np.arange(lo, hi), cell, nprobe, m)
         took = time.perf_counter() - tic
-        recall = knn_ivf._recall(ids[:len(exact_rows)], exact)
         print(
             f'nprobe {nprobe:5d}: recall@{args.k} {recall:.4f}; '
-            f'{took / len(rows) * 1e3:.2f} ms a query, full search '
-            f'projected {took * n / len(rows) / 60:.1f} min',
+            f'{took / len(timed) * 1e3:.1f} ms a cell, full join projected '
+            f'{took * nlist / len(timed) / 60:.1f} min',
             flush=True)
         nprobe *= 2
     print(f'peak RSS {process_memory("VmHWM") / 2**30:.2f} GiB')
