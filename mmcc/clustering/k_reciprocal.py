@@ -332,7 +332,7 @@ def min_sum_distance(indptr: np.ndarray,
 
     For a chunk of rows i, ``s(i, .)`` accumulates in a (rows, N) float32
     buffer, column by column in increasing order (the references' order),
-    with one ``np.add.at`` a chunk.
+    with ``np.add.at`` over bounded groups of terms.
 
     Args:
         indptr, indices, values: CSR of Vq, (N + 1,), (nnz,), (nnz,),
@@ -430,13 +430,13 @@ def _min_sum_chunk(sel: np.ndarray, acc: np.ndarray, n: int, indptr, indices,
     # Every entry (i, c) of the chunk's rows in CSR order, then the rows j
     # of column c: for each pair (i, j) the terms come in increasing c, and
     # np.add.at adds them in array order, so s(i, j) is summed in the
-    # references' order, bit for bit. (One vectorised pass: stepping
-    # through the rows' entries one rank at a time, so that no target
-    # repeats within a plain fancy-index +=, cost ~100 NumPy calls a chunk,
-    # which dominated at N = 10^6, where a chunk holds 32 rows.)
-    # Consecutive groups of entries keep the order and bound the expanded
-    # terms to about _TERMS_PER_STEP: a chunk's rows can share columns with
-    # very many rows (unbounded, N = 10^6 ran out of 24 GB here).
+    # references' order, bit for bit. (Stepping through the rows' entries
+    # one rank at a time, so that no target repeats within a plain
+    # fancy-index +=, cost ~100 NumPy calls a chunk: that dominated at
+    # N = 10^6, where a chunk holds 32 rows.) Consecutive groups of entries
+    # keep the order and bound the expanded terms to about _TERMS_PER_STEP:
+    # a chunk's rows can share columns with very many rows (unbounded,
+    # N = 10^6 ran out of 24 GB here).
     row, entry = _expand_segments(indptr, sel)
     terms = np.cumsum(c_ptr[indices[entry] + 1] - c_ptr[indices[entry]])
     cuts = np.searchsorted(

@@ -451,14 +451,6 @@ def refine(x: np.ndarray, ids: np.ndarray, sims: np.ndarray,
         second[near < 0] = -1
         cand = np.concatenate([ids[rows], second.reshape(len(near), -1)], 1)
         cand.sort(axis=1)
-        bad = cand < 0
-        bad[:, 1:] |= cand[:, 1:] == cand[:, :-1]  # duplicates
-        scores = rescore(
-            x, np.where(bad, 0, cand), queries=np.ascontiguousarray(x[rows]))
-        scores[bad] = -np.inf
-        order = np.argsort(-scores, axis=1, kind='stable')[:, :k]
-        out_ids[rows] = np.take_along_axis(cand, order, axis=1)
-        out_sims[rows] = np.take_along_axis(scores, order, axis=1)
-        # a row with fewer than k valid candidates keeps -1 entries
-        out_ids[rows][~np.isfinite(out_sims[rows])] = -1
+        cand[:, 1:][cand[:, 1:] == cand[:, :-1]] = -1  # duplicates
+        out_ids[rows], out_sims[rows] = _best(x, rows, cand, k)
     return out_ids, out_sims
