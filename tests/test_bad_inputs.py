@@ -187,7 +187,8 @@ def test_check_finite_counts_and_passes_non_float():
 def test_check_finite_on_tensors_needs_no_copy(dtype):
     # summing in float64 first copied the features: 16 GB for 10^6 x 2048
     # float32, which ran the 1M pseudo-labelling out of memory
-    x = torch.randn(4096, 8192).to(dtype)  # 128 / 64 MiB
+    x = torch.randn(4096, 8192, generator=torch.Generator().manual_seed(0))
+    x = x.to(dtype)  # 128 / 64 MiB
     if not reset_peak_memory():
         pytest.skip('needs /proc/self/clear_refs')
     before = process_memory('VmRSS')
