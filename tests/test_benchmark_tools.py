@@ -23,9 +23,15 @@ def test_memory_format_benchmark_compares_both_layouts(monkeypatch, capsys):
          monkeypatch)
     out = capsys.readouterr().out
     assert 'CPU flags' in out
-    for line in ('embed:', 'train:'):
-        row = next(r for r in out.splitlines() if line in r)
-        assert 'default' in row and 'channels_last' in row and ' x' in row
+    rows = [r.split() for r in out.splitlines() if r.startswith('  ')]
+    # three variants of each pass, each with img/s and a ratio to the first
+    assert [r[0] for r in rows] == ['embed'] * 3 + ['train'] * 3
+    assert ' '.join(rows[2]).startswith('embed channels-last + folded BN')
+    assert ' '.join(
+        rows[5]).startswith('train channels-last + PreciseBatchNorm2d')
+    for row in rows:
+        assert row[-2] == 'img/s' and float(row[-3]) > 0
+    assert rows[0][-1] == rows[3][-1] == 'x1.00'
 
 
 @pytest.mark.skipif(not knn_module.faiss_available(), reason='needs faiss')

@@ -162,25 +162,51 @@ def test_data_preprocessor_converts_bgr_to_rgb_and_normalises():
 
 
 def test_channels_last_gives_the_same_embeddings_and_gradients():
-    """The memory format changes speed, not results: same weights, same
-    embeddings and weight gradients (to float rounding) in both layouts."""
+    """The memory format changes speed, not results: same weights, and
+    embeddings and weight gradients as close to float64 in channels-last as
+    in the default layout."""
     torch.manual_seed(0)
     fast = _small_resnet_model()
     plain = _small_resnet_model(channels_last=False)
+    exact = _small_resnet_model(channels_last=False).double()
     plain.load_state_dict(fast.state_dict())
+    exact.load_state_dict(fast.state_dict())
     conv = fast.backbone.conv1.weight
     assert conv.is_contiguous(memory_format=torch.channels_last)
     assert not conv.is_contiguous()
     assert plain.backbone.conv1.weight.is_contiguous()
-    images = torch.randn(3, 3, 64, 32)
-    for model in (fast, plain):
+    images = torch.randn(8, 3, 64, 32)
+    # a random direction: with .sum() the training-mode BN of the neck
+    # cancels the gradient to rounding noise and the comparison is moot
+    direction = torch.randn(8, 512)
+
+    def dtype(model):
+        return next(model.parameters()).dtype
+
+    for model in (fast, plain, exact):
         model.train()
-        model(images).sum().backward()
-    fast.eval(), plain.eval()
-    torch.testing.assert_close(
-        fast(images), plain(images), atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(
-        fast.backbone.conv1.weight.grad,
-        plain.backbone.conv1.weight.grad,
-        atol=1e-4,
-        rtol=1e-3)
+        embeddings = model(images.to(dtype(model)))
+        (embeddings * direction.to(embeddings)).sum().backward()
+        model.eval()
+
+    def embeddings(model):
+        with torch.no_grad():
+            return model(images.to(dtype(model)))
+
+    def grads(model):
+        return model.backbone.conv1.weight.grad
+
+    def error(model, value):
+        reference = value(exact)
+        return float(
+            (value(model).double() - reference).norm() / reference.norm())
+
+    # float32 rounding through 18 layers: about 1e-6 for the embeddings in
+    # either layout. The gradients are 5e-6 off, or 1e-3 to 6e-3 when
+    # rounding flips a ReLU of the last stage; which seeds do depends on
+    # the layout (measured over 5 seeds), so only a broken layout (O(1)
+    # errors) is caught here. tests/test_model_utils.py checks the
+    # channels-last BatchNorm against float64 without kinks.
+    for value, bound in ((embeddings, 1e-5), (grads, 2e-2)):
+        assert error(plain, value) < bound
+        assert error(fast, value) < bound
