@@ -275,3 +275,26 @@ def test_fold_batch_norm_copy_checks_its_result():
     assert cache.get(block) is not block
     block[1].train()
     assert cache.get(block) is block
+
+
+def test_folded_copy_shares_the_backbones_hooks_not_copies():
+    block = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)).eval()
+    with torch.no_grad():
+        block[1].running_mean.uniform_(-1, 1)
+    seen = []
+
+    def record(module, inputs, outputs):
+        seen.append(outputs.shape[0])
+
+    block.register_forward_hook(record)
+    folded = fold_batch_norm_copy(block, torch.randn(2, 3, 8, 4))
+    assert folded is not None
+    assert seen == []  # the probe comparison ran no hook
+    with torch.no_grad():
+        folded(torch.randn(5, 3, 8, 4))
+    assert seen == [5]  # the eval pass did
+    # registered after folding: shared registries
+    block.register_forward_hook(lambda m, i, o: seen.append(-1))
+    with torch.no_grad():
+        folded(torch.randn(3, 3, 8, 4))
+    assert seen == [5, 3, -1]

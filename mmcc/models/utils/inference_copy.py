@@ -35,13 +35,35 @@ def _state_key(module: nn.Module) -> Tuple:
                  for t in (*module.parameters(), *module.buffers()))
 
 
+def _hook_dicts(module: nn.Module) -> list:
+    """Names of the module's hook registries (they vary across torch)."""
+    return [
+        name for name, value in vars(module).items()
+        if 'hooks' in name and isinstance(value, dict)
+    ]
+
+
+def _copy_without_hooks(module: nn.Module) -> nn.Module:
+    # the hooks themselves are not deep-copied (they may hold a runner or
+    # a visualiser): the copy starts with empty registries
+    memo = {}
+    for submodule in module.modules():
+        for name in _hook_dicts(submodule):
+            hooks = getattr(submodule, name)
+            memo[id(hooks)] = type(hooks)()
+    return copy.deepcopy(module, memo)
+
+
 @torch.no_grad()
 def fold_batch_norm_copy(backbone: nn.Module,
                          probe: torch.Tensor) -> Optional[nn.Module]:
     """An eval-mode copy of ``backbone`` with its BatchNorms folded.
 
-    The copy is checked against ``backbone`` on ``probe``; it is only
-    returned if their outputs agree.
+    The copy is checked against an unfolded copy on ``probe`` (neither
+    runs the backbone's hooks) and only returned if their outputs agree.
+    It then shares the backbone's forward and backward hooks, module by
+    module, so hooks registered on the backbone (before or after) see the
+    eval passes too; hooks of a folded BatchNorm are dropped with it.
 
     Args:
         backbone (nn.Module): In eval mode; not changed.
@@ -51,8 +73,9 @@ def fold_batch_norm_copy(backbone: nn.Module,
         nn.Module or None: The folded copy (no gradients), or None when
         there is nothing to fold or the folded copy disagrees.
     """
-    folded = copy.deepcopy(backbone)
-    folded.eval()
+    reference = _copy_without_hooks(backbone)
+    reference.eval()  # mmpretrain's backbones return None from train()
+    folded = copy.deepcopy(reference)
     num_bn = sum(
         isinstance(m, nn.modules.batchnorm._BatchNorm)
         for m in folded.modules())
@@ -65,13 +88,22 @@ def fold_batch_norm_copy(backbone: nn.Module,
             for m in folded.modules()):
         return None
     folded.requires_grad_(False)
-    expected, got = backbone(probe), folded(probe)
+    expected, got = reference(probe), folded(probe)
+    del reference
     if isinstance(expected, (tuple, list)):
         expected, got = expected[-1], got[-1]
     error = float((got - expected).norm() / expected.norm().clamp_min(1e-12))
     if not error < _FOLD_TOLERANCE:
         return _not_folded(backbone,
                            f'it changes the output by {error:.1e} (relative)')
+    # fuse_conv_bn keeps every module name (a folded BN becomes Identity)
+    originals = dict(backbone.named_modules())
+    for name, submodule in folded.named_modules():
+        original = originals.get(name)
+        if original is None or isinstance(submodule, nn.Identity):
+            continue
+        for hooks in _hook_dicts(original):
+            setattr(submodule, hooks, getattr(original, hooks))
     return folded
 
 
