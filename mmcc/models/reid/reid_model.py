@@ -41,7 +41,7 @@ class ReIDModel(BaseModel):
             images in the channels-last memory format. The numbers are the
             same up to float rounding; on CPUs the convolutions run faster
             (ImageNet MobileNetV2 at 256x128, measured on an AVX2 CPU and an
-            AVX512-BF16 one: 1.3-2.2x; see docs/benchmarks.md). The
+            AVX512-BF16 one: 1.3-2.2x; see docs/scaling.md). The
             backbone's ``nn.BatchNorm2d`` layers become
             :class:`PreciseBatchNorm2d`, because torch's CPU kernel loses
             precision on channels-last batch statistics. Defaults to True.
