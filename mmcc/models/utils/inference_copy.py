@@ -3,10 +3,11 @@
 In eval mode a BatchNorm after a convolution is a per-channel affine map,
 which folds into the convolution's weights and bias (mmcv's
 ``fuse_conv_bn``). That drops one full read and write of every feature map:
-ImageNet MobileNetV2, 128 images of 128 x 64 on 2 threads, channels-last,
-runs 1.7x faster with the outputs equal to 5e-7 relative (measured on an
-AMD EPYC with avx512_bf16). mmcc embeds the whole training set every epoch
-and evaluates in eval mode, so these passes are a large share of a run.
+MobileNetV2 in channels-last on 2 threads embeds 1.4x (128 x 64, batch 64)
+to 1.8x (256 x 128, batch 32) faster, with outputs equal to 5e-7 relative
+(AMD EPYC with avx512_bf16; ``benchmark_memory_format.py``,
+docs/scaling.md). mmcc embeds the whole training set every epoch and
+evaluates in eval mode, so these passes are a large share of a run.
 
 :class:`FoldedBackboneCache` keeps one such copy, keyed on the identity
 and version counter of every parameter and buffer, so that an optimiser
