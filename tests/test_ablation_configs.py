@@ -584,3 +584,63 @@ def test_runner_reads_a_real_tiny_run(main_run):
     head = runner.model.head
     assert summary['memory_bytes'] == sum(b.numel() * b.element_size()
                                           for b in head.buffers())
+
+
+def test_finished_arms_outlive_their_work_dirs_as_records(
+        fake_study, tmp_path, monkeypatch):
+    """Work directories are scratch: a finished arm's record (committed
+    beside the report) keeps it in the report and keeps it from running
+    again once its work directory is gone; an unfinished run leaves none."""
+    out = str(tmp_path / 'docs' / 'ablations.md')
+    records = tmp_path / 'docs' / 'ablations' / 'runs'
+    monkeypatch.setattr(run_ablations, 'plot_study', lambda *args: [])
+    run_ablations.main(
+        ['--report-only', '--work-root',
+         str(fake_study), '--out', out])
+    assert sorted(os.listdir(records)) == ['instance-memory.json', 'main.json']
+    with open(out) as f:
+        from_runs = f.read()
+    saved = json.loads((records / 'main.json').read_text())
+    assert saved['mAP'] == 40.5 and saved['finished']
+    assert saved['epochs']['12']['num_clusters'] == 211
+    assert 'avx2' in saved['cpu'] and saved['recorded']
+
+    # the work directories are lost: the same report from the records
+    import shutil
+    shutil.rmtree(fake_study / 'main')
+    shutil.rmtree(fake_study / 'instance-memory')
+    run_ablations.main(
+        ['--report-only', '--work-root',
+         str(fake_study), '--out', out])
+    with open(out) as f:
+        from_records = f.read()
+    assert from_records == from_runs
+    assert _row(from_records,
+                'main')[1:4] == ['40.50', '61.25', '40.50 (epoch 12)']
+
+    # ... and a recorded arm is not trained again
+    calls = []
+    monkeypatch.setattr(run_ablations, 'run_arm',
+                        lambda arm, *args: calls.append(arm.name) or 0)
+    weights = tmp_path / 'weights.pth'
+    weights.write_bytes(b'')
+    monkeypatch.setattr(run_ablations, 'PRETRAINED', str(weights))
+    run_ablations.main([
+        '--arms', 'main', 'momentum-0', '--work-root',
+        str(fake_study), '--data-root',
+        str(tmp_path), '--out', out
+    ])
+    assert calls == ['momentum-0']
+
+    # a record from another machine: the report says which arm ran where
+    saved['cpu'] = 'Other CPU, 64 logical cores; avx2 yes'
+    (records / 'main.json').write_text(json.dumps(saved))
+    run_ablations.main(
+        ['--report-only', '--work-root',
+         str(fake_study), '--out', out])
+    with open(out) as f:
+        text = f.read()
+    assert 'Machines (minutes and step times compare only within one):' \
+        in text
+    assert '- Other CPU, 64 logical cores; avx2 yes: main' in text
+    assert ': instance-memory' in text

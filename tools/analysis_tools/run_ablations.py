@@ -16,6 +16,13 @@ sessions; an arm stopped half-way is moved aside to
 ``WORK_ROOT/ARM.incomplete-<time>`` and run again from the start (its only
 checkpoint is written at the end).
 
+Every finished arm is also kept as a small record,
+``<out without .md>/runs/ARM.json`` (``--records``): what the report shows of
+it, the CPU it ran on and when. The records are meant to be committed with
+the report: work directories are scratch and get lost, and an arm with a
+finished record counts as finished (it is skipped and reported from its
+record) until its work directory holds a finished run again.
+
 After every arm, and with ``--report-only`` without running anything, the
 report is written from whatever runs exist: ``--out`` (markdown) and its
 curves in ``<out without .md>/`` (PNGs). The text between ``<!-- reading
@@ -26,6 +33,7 @@ stamps) and ``train_and_report.py`` (the logged step times).
 """
 import argparse
 import datetime
+import json
 import os
 import os.path as osp
 import re
@@ -152,6 +160,10 @@ def parse_args(argv=None):
         help='the report; its curves go to OUT without .md '
         '(default: %(default)s)')
     parser.add_argument(
+        '--records',
+        help='one JSON record per finished arm (default: OUT without .md, '
+        'then runs/)')
+    parser.add_argument(
         '--report-only',
         action='store_true',
         help='run nothing, only write the report from existing runs')
@@ -166,6 +178,8 @@ def parse_args(argv=None):
     args.selected = [known[n] for n in args.arms] if args.arms else \
         list(known.values())
     args.all_arms = list(known.values())
+    if args.records is None:
+        args.records = osp.join(osp.splitext(args.out)[0], 'runs')
     return args
 
 
@@ -247,6 +261,61 @@ def summarise(work_dir: str, max_epochs: int) -> Optional[dict]:
         memory_bytes=head_memory_bytes(final_checkpoint(work_dir, max_epochs)))
 
 
+def save_record(path: str,
+                summary: dict,
+                cpu: Optional[str] = None,
+                date: Optional[str] = None) -> None:
+    """Keep a finished run's summary (:func:`summarise`) as JSON, with the
+    machine and the date it is recorded on."""
+    record = dict(
+        summary, epochs={
+            str(e): v
+            for e, v in summary['epochs'].items()
+        })
+    record.pop('source', None)
+    record.update(
+        cpu=cpu or cpu_description(),
+        recorded=date or datetime.date.today().isoformat())
+    os.makedirs(osp.dirname(osp.abspath(path)), exist_ok=True)
+    partial = path + '.partial'
+    with open(partial, 'w') as f:
+        json.dump(record, f, indent=1, sort_keys=True)
+        f.write('\n')
+    os.replace(partial, path)
+
+
+def load_record(path: str) -> Optional[dict]:
+    """A summary saved by :func:`save_record`, or None without one."""
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        record = json.load(f)
+    record['epochs'] = {int(e): v for e, v in record['epochs'].items()}
+    record['source'] = 'record'
+    return record
+
+
+def arm_summary(work_dir: str,
+                record: str,
+                max_epochs: int,
+                cpu: Optional[str] = None) -> Optional[dict]:
+    """An arm's summary: from its work directory when that holds a finished
+    run (which then replaces the record), else from its record, else what
+    the work directory holds so far (None if nothing).
+
+    Args:
+        work_dir (str): the arm's work directory.
+        record (str): the arm's JSON record (:func:`save_record`).
+        max_epochs (int): the schedule's last epoch.
+        cpu (str, optional): the machine to note in a new record.
+    """
+    summary = summarise(work_dir, max_epochs)
+    if summary and summary['finished']:
+        save_record(record, summary, cpu=cpu)
+        return dict(summary, source='work_dir', cpu=cpu or cpu_description())
+    return load_record(record) or summary
+
+
 def at_minutes(epochs: dict, budget: float):
     """(epoch, mAP) of the last evaluation at or before ``budget`` minutes,
     or None."""
@@ -300,6 +369,22 @@ def _epoch_table(arms, summaries, key, fmt, max_epochs) -> List[str]:
             for a in ran
         ])
     return _table(['epoch'] + [a.name for a in ran], rows)
+
+
+def _machines(arms, summaries, cpu=None) -> List[str]:
+    """Where the arms ran: one line, or one per machine when they differ
+    (their minutes and step times are then not comparable across them)."""
+    machines: Dict[str, List[str]] = {}
+    for arm in arms:
+        s = summaries.get(arm.name)
+        if s:
+            machines.setdefault(s.get('cpu') or cpu or cpu_description(),
+                                []).append(arm.name)
+    if len(machines) <= 1:
+        return [f'Machine: {next(iter(machines), cpu or cpu_description())}.']
+    return [
+        'Machines (minutes and step times compare only within one):', ''
+    ] + [f'- {m}: {", ".join(names)}' for m, names in machines.items()]
 
 
 def _arms_table(arms) -> List[str]:
@@ -411,6 +496,7 @@ def write_report(out: str,
                  schedule: dict,
                  command: str,
                  work_root: str,
+                 records: str,
                  cpu: Optional[str] = None,
                  date: Optional[str] = None) -> str:
     """Write the markdown report and its PNGs; returns the markdown."""
@@ -426,12 +512,14 @@ def write_report(out: str,
         '# Ablations: Cluster Contrast on market1501-trainsplit, on CPU',
         '',
         'Written by `tools/analysis_tools/run_ablations.py` from the runs in '
-        f'`{work_root}/`. To reproduce (arms already finished are skipped, '
+        f'`{work_root}/` and, for arms whose run is not there, their records '
+        f'in `{records}/`. To reproduce (arms already finished are skipped, '
         'so the same command also continues an interrupted study):',
         '',
         f'    {command}',
         '',
-        f'Machine: {cpu or cpu_description()}. '
+    ] + _machines(arms, summaries, cpu) + [
+        '',
         f'Report written {date or datetime.date.today().isoformat()}.',
         '',
         '## Schedule',
@@ -551,6 +639,8 @@ def reproduce_command(args) -> str:
         parts.append(f'--work-root {args.work_root}')
     if args.out != 'docs/ablations.md':
         parts.append(f'--out {args.out}')
+    if args.records != osp.join(osp.splitext(args.out)[0], 'runs'):
+        parts.append(f'--records {args.records}')
     return ' '.join(parts)
 
 
@@ -559,13 +649,15 @@ def main(argv=None):
     schedule = schedule_of(MAIN.config)
     max_epochs = schedule['max_epochs']
 
+    def summary_of(arm):
+        return arm_summary(
+            osp.join(args.work_root, arm.name),
+            osp.join(args.records, f'{arm.name}.json'), max_epochs)
+
     def report():
-        summaries = {
-            a.name: summarise(osp.join(args.work_root, a.name), max_epochs)
-            for a in args.all_arms
-        }
+        summaries = {a.name: summary_of(a) for a in args.all_arms}
         write_report(args.out, args.all_arms, summaries, schedule,
-                     reproduce_command(args), args.work_root)
+                     reproduce_command(args), args.work_root, args.records)
         print(f'Report: {args.out}')
         return summaries
 
@@ -582,7 +674,7 @@ def main(argv=None):
     failed, ran = [], False
     for arm in args.selected:
         work_dir = osp.join(args.work_root, arm.name)
-        summary = summarise(work_dir, max_epochs)
+        summary = summary_of(arm)
         if summary and summary['finished']:
             print(f'[{arm.name}] finished before, skipped')
             continue
