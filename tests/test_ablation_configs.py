@@ -101,6 +101,12 @@ ARM_DIFFS = {
     },
     STEM.format('dbscan_1xb128', '_256x128'):
     _pipelines((128, 256), (256, 128), 10),
+    # the only arm on another schedule: 128x64 at 256x128's minutes
+    'cluster-contrast_mobilenetv2_dbscan_1xb128-36e_market1501-trainsplit.py':
+    {
+        'train_cfg.max_epochs': 36,
+        'param_scheduler.milestones': [27],
+    },
     STEM.format('dbscan_1xb128', '_eps-0.6'): {
         HOOK + 'eps': 0.6
     },
@@ -644,3 +650,55 @@ def test_finished_arms_outlive_their_work_dirs_as_records(
         in text
     assert '- Other CPU, 64 logical cores; avx2 yes: main' in text
     assert ': instance-memory' in text
+
+
+def test_an_arm_on_a_longer_schedule_is_finished_at_its_own_last_epoch(
+        tmp_path, monkeypatch):
+    """input-128x64-36e runs 36 epochs: 12 are not the end of it, and the
+    per-epoch tables grow to its length."""
+    monkeypatch.setattr(run_ablations, 'plot_study', lambda *args: [])
+    work_root = tmp_path / 'work_dirs'
+    _fake_run(
+        str(work_root / 'main'), [10.0, 20.0, 30.0, 40.0],
+        [20.0, 30.0, 40.0, 50.0],
+        1.0,
+        clusters=[100] * 12,
+        nmi=[0.5] * 12,
+        step_times=[0.5],
+        head_shapes=CLUSTER_HEAD)
+    long_arm = str(work_root / 'input-128x64-36e')
+    _fake_run(
+        long_arm, [10.0, 20.0, 30.0, 40.0], [20.0, 30.0, 40.0, 50.0],
+        1.0,
+        clusters=[100] * 12,
+        nmi=[0.5] * 12,
+        step_times=[0.5],
+        head_shapes=CLUSTER_HEAD)
+    out = str(tmp_path / 'report.md')
+    args = ['--report-only', '--work-root', str(work_root), '--out', out]
+    run_ablations.main(args)
+    with open(out) as f:
+        text = f.read()
+    assert _row(text, 'main')[1] == '40.00'
+    assert _row(text, 'input-128x64-36e')[1] == \
+        '40.00 (incomplete: last evaluation at epoch 12)'
+    assert '| 13 |' not in text
+
+    import shutil
+    shutil.rmtree(long_arm)
+    maps = [10.0 + i for i in range(12)]
+    _fake_run(
+        long_arm,
+        maps,
+        maps,
+        1.0,
+        clusters=list(range(100, 136)),
+        nmi=[0.5] * 36,
+        step_times=[0.5],
+        head_shapes=CLUSTER_HEAD,
+        max_epochs=36)
+    run_ablations.main(args)
+    with open(out) as f:
+        text = f.read()
+    assert _row(text, 'input-128x64-36e')[1:3] == ['21.00', '21.00']
+    assert '| 36 | - | 135 |' in text  # clusters of its last epoch
