@@ -102,8 +102,9 @@ ARM_DIFFS = {
     STEM.format('dbscan_1xb128', '_256x128'):
     _pipelines((128, 256), (256, 128), 10),
     # the only arm on another schedule: 128x64 at 256x128's minutes
-    'cluster-contrast_mobilenetv2_dbscan_1xb128-36e_market1501-trainsplit.py':
-    {
+    # (a file name of its own: mim finds configs by name alone)
+    'cluster-contrast_mobilenetv2_dbscan_1xb128-36e_market1501-trainsplit'
+    '_equal-minutes.py': {
         'train_cfg.max_epochs': 36,
         'param_scheduler.milestones': [27],
     },

@@ -104,7 +104,7 @@ ARMS = [
         'input-128x64-36e',
         osp.join(
             CONFIG_DIR, 'cluster-contrast_mobilenetv2_dbscan_1xb128-36e_'
-            'market1501-trainsplit.py'), 'input',
+            'market1501-trainsplit_equal-minutes.py'), 'input',
         '36 epochs, lr x0.1 from epoch 27 (128x64 for about the minutes '
         'of 256x128 at 12 epochs)'),
     Arm('eps-0.6', _config(suffix='_eps-0.6'), 'eps', 'DBSCAN eps 0.6'),
