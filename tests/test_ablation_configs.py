@@ -659,22 +659,16 @@ def test_an_arm_on_a_longer_schedule_is_finished_at_its_own_last_epoch(
     per-epoch tables grow to its length."""
     monkeypatch.setattr(run_ablations, 'plot_study', lambda *args: [])
     work_root = tmp_path / 'work_dirs'
-    _fake_run(
-        str(work_root / 'main'), [10.0, 20.0, 30.0, 40.0],
-        [20.0, 30.0, 40.0, 50.0],
-        1.0,
-        clusters=[100] * 12,
-        nmi=[0.5] * 12,
-        step_times=[0.5],
-        head_shapes=CLUSTER_HEAD)
     long_arm = str(work_root / 'input-128x64-36e')
-    _fake_run(
-        long_arm, [10.0, 20.0, 30.0, 40.0], [20.0, 30.0, 40.0, 50.0],
-        1.0,
-        clusters=[100] * 12,
-        nmi=[0.5] * 12,
-        step_times=[0.5],
-        head_shapes=CLUSTER_HEAD)
+    for arm in ('main', 'input-128x64-36e'):  # both 12 epochs
+        _fake_run(
+            str(work_root / arm), [10.0, 20.0, 30.0, 40.0],
+            [20.0, 30.0, 40.0, 50.0],
+            1.0,
+            clusters=[100] * 12,
+            nmi=[0.5] * 12,
+            step_times=[0.5],
+            head_shapes=CLUSTER_HEAD)
     out = str(tmp_path / 'report.md')
     args = ['--report-only', '--work-root', str(work_root), '--out', out]
     run_ablations.main(args)
