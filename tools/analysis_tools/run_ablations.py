@@ -74,6 +74,7 @@ class Arm(NamedTuple):
     group: str  # the question it answers; plotted with the main arm
     what: str  # how it differs from the main arm
     seed: Optional[int] = None  # None: the config's own
+    label: Optional[str] = None  # its legend in the plots; default: what
 
 
 MAIN = Arm(
@@ -100,13 +101,14 @@ ARMS = [
     Arm('input-256x128', _config(suffix='_256x128'), 'input', '256x128 input'),
     # 128x64 for about as many minutes as 256x128 takes for 12 epochs: the
     # issue asks to compare the input sizes at equal minutes
-    Arm(
-        'input-128x64-36e',
+    Arm('input-128x64-36e',
         osp.join(
             CONFIG_DIR, 'cluster-contrast_mobilenetv2_dbscan_1xb128-36e_'
-            'market1501-trainsplit_equal-minutes.py'), 'input',
+            'market1501-trainsplit_equal-minutes.py'),
+        'input',
         '36 epochs, lr x0.1 from epoch 27 (128x64 for about the minutes '
-        'of 256x128 at 12 epochs)'),
+        'of 256x128 at 12 epochs)',
+        label='128x64, 36 epochs'),
     Arm('eps-0.6', _config(suffix='_eps-0.6'), 'eps', 'DBSCAN eps 0.6'),
     Arm('no-frozen-stages', _config(suffix='_no-frozen-stages'),
         'frozen stages', 'no frozen stages'),
@@ -456,7 +458,7 @@ def plot_study(arms, summaries, out_dir, budget=None) -> List[str]:
         axes = fig.subplots(2, 5).flatten()
         for ax, group in zip(axes, GROUPS):
             lines = [(MAIN_LABEL[group], main)
-                     ] + [(a.what, summaries.get(a.name))
+                     ] + [(a.label or a.what, summaries.get(a.name))
                           for a in arms if a.group == group]
             keys = [(key, 'o-')
                     ] + ([('nmi_all', 'o--')] if key == 'nmi' else [])
