@@ -659,7 +659,8 @@ def test_finished_arms_outlive_their_work_dirs_as_records(
     ])
     assert calls == ['momentum-0']
 
-    # a record from another machine: the report says which arm ran where
+    # a record from another machine: the report says which arm ran where,
+    # and reads each arm at the equal-minutes budget of its own machine
     saved['cpu'] = 'Other CPU, 64 logical cores; avx2 yes'
     (records / 'main.json').write_text(json.dumps(saved))
     run_ablations.main(
@@ -667,10 +668,68 @@ def test_finished_arms_outlive_their_work_dirs_as_records(
          str(fake_study), '--out', out])
     with open(out) as f:
         text = f.read()
-    assert 'Machines (minutes and step times compare only within one):' \
+    assert 'Machines (minutes and step times compare only within one' in text
+    assert '- A, T 24.0 min: Other CPU, 64 logical cores; avx2 yes: main' \
         in text
-    assert '- Other CPU, 64 logical cores; avx2 yes: main' in text
-    assert ': instance-memory' in text
+    assert ': instance-memory, momentum-0' in text and '- B, T 36.0 min: ' \
+        in text
+    assert "| mAP at its machine's T min |" in text
+    # main alone on A: T is its own 24 min; on B the shortest finished arm
+    # is instance-memory (36 min), not main's 24 (epoch 6 there)
+    assert _row(text, 'main')[3] == '40.50 (epoch 12, T 24.0)'
+    assert _row(text, 'instance-memory')[3] == '33.00 (epoch 12, T 36.0)'
+    assert _row(text, 'momentum-0')[3] == '9.00 (epoch 6, T 36.0)'
+
+
+def test_minutes_plot_tags_each_arm_with_its_machine(fake_study, tmp_path):
+    """Curves from several machines share the minutes axis only with their
+    machine's tag, and each machine's budget is drawn where it lies."""
+    summaries = {
+        arm: run_ablations.summarise(str(fake_study / arm), 12)
+        for arm in ('main', 'instance-memory', 'momentum-0')
+    }
+    summaries['main']['cpu'] = 'Other CPU'
+    figures = run_ablations.draw_study(
+        run_ablations.ARMS, summaries, cpu='This CPU')
+    assert sorted(figures) == [
+        'map_vs_epoch.png', 'map_vs_minutes.png', 'nmi_vs_epoch.png'
+    ]
+
+    def panel(name, title):
+        axes = [a for a in figures[name].axes if a.get_title() == title]
+        assert len(axes) == 1
+        return axes[0]
+
+    memory = panel('map_vs_minutes.png', 'memory')
+    assert memory.get_legend_handles_labels()[1] == [
+        'cluster memory [A]', 'instance memory (SpCL), m 0.2 [B]'
+    ]
+    budgets = sorted(line.get_xdata()[0] for line in memory.lines
+                     if line.get_linestyle() == ':')
+    assert budgets == [24.0, 36.0]
+    assert sorted(t.get_text() for t in memory.texts) == ['A', 'B']
+    # the momentum panel: main (A) and momentum-0 (B), both budgets
+    momentum = panel('map_vs_minutes.png', 'momentum')
+    assert 'm 0 (no momentum) [B]' in momentum.get_legend_handles_labels()[1]
+    # epochs are the same on every machine: no tags there
+    assert panel('map_vs_epoch.png',
+                 'memory').get_legend_handles_labels()[1] == [
+                     'cluster memory', 'instance memory (SpCL), m 0.2'
+                 ]
+
+    # one machine: no tags, and its one budget is still drawn
+    summaries['main']['cpu'] = 'This CPU'
+    memory = run_ablations.draw_study(
+        run_ablations.ARMS, summaries,
+        cpu='This CPU')['map_vs_minutes.png'].axes[0]
+    assert memory.get_legend_handles_labels()[1] == [
+        'cluster memory', 'instance memory (SpCL), m 0.2'
+    ]
+    assert [
+        line.get_xdata()[0] for line in memory.lines
+        if line.get_linestyle() == ':'
+    ] == [24.0]
+    assert not memory.texts
 
 
 def test_an_arm_on_a_longer_schedule_is_finished_at_its_own_last_epoch(

@@ -382,6 +382,35 @@ def _epoch_table(arms, summaries, key, fmt, max_epochs) -> List[str]:
     return _table(['epoch'] + [a.name for a in ran], rows)
 
 
+def machine_of(summary: dict, cpu: Optional[str] = None) -> str:
+    """The machine an arm ran on: its record's, else this one."""
+    return summary.get('cpu') or cpu or cpu_description()
+
+
+def machine_tags(arms, summaries, cpu=None) -> Dict[str, str]:
+    """A short tag per machine (A, B, ...), in the order of the arms."""
+    tags: Dict[str, str] = {}
+    for arm in arms:
+        s = summaries.get(arm.name)
+        if s:
+            tags.setdefault(machine_of(s, cpu), chr(ord('A') + len(tags)))
+    return tags
+
+
+def equal_minutes_budgets(arms, summaries, cpu=None) -> Dict[str, float]:
+    """Per machine, the minutes of its shortest finished arm: minutes
+    compare only within one machine (CPUs here differ 2-3x in speed), so
+    each arm is read at the budget of the machine it ran on."""
+    budgets: Dict[str, float] = {}
+    for arm in arms:
+        s = summaries.get(arm.name)
+        if s and s['finished'] and isinstance(s['minutes'], (int, float)):
+            machine = machine_of(s, cpu)
+            budgets[machine] = min(
+                budgets.get(machine, s['minutes']), s['minutes'])
+    return budgets
+
+
 def _machines(arms, summaries, cpu=None) -> List[str]:
     """Where the arms ran: one line, or one per machine when they differ
     (their minutes and step times are then not comparable across them)."""
@@ -389,13 +418,23 @@ def _machines(arms, summaries, cpu=None) -> List[str]:
     for arm in arms:
         s = summaries.get(arm.name)
         if s:
-            machines.setdefault(s.get('cpu') or cpu or cpu_description(),
-                                []).append(arm.name)
+            machines.setdefault(machine_of(s, cpu), []).append(arm.name)
     if len(machines) <= 1:
         return [f'Machine: {next(iter(machines), cpu or cpu_description())}.']
+    tags = machine_tags(arms, summaries, cpu)
+    budgets = equal_minutes_budgets(arms, summaries, cpu)
+
+    def budget(machine):
+        return f', T {budgets[machine]:.1f} min' if machine in budgets \
+            else ''
+
     return [
-        'Machines (minutes and step times compare only within one):', ''
-    ] + [f'- {m}: {", ".join(names)}' for m, names in machines.items()]
+        'Machines (minutes and step times compare only within one; each '
+        'is tagged in the minutes plot, T is its equal-minutes budget):', ''
+    ] + [
+        f'- {tags[m]}{budget(m)}: {m}: {", ".join(names)}'
+        for m, names in machines.items()
+    ]
 
 
 def _arms_table(arms) -> List[str]:
@@ -405,7 +444,9 @@ def _arms_table(arms) -> List[str]:
     ] for a in arms])
 
 
-def _results(arms, summaries, budget) -> List[str]:
+def _results(arms, summaries, cpu=None) -> List[str]:
+    budgets = equal_minutes_budgets(arms, summaries, cpu)
+    several = len(machine_tags(arms, summaries, cpu)) > 1
     rows = []
     for arm in arms:
         s = summaries.get(arm.name)
@@ -415,12 +456,16 @@ def _results(arms, summaries, budget) -> List[str]:
         state = '' if s['finished'] else \
             ' (incomplete: last evaluation at epoch ' \
             f'{s["last_eval_epoch"] or "-"})'
+        budget = budgets.get(machine_of(s, cpu))
         equal = at_minutes(s['epochs'], budget) if budget else None
+        if equal:
+            equal = f'{equal[1]:.2f} (epoch {equal[0]}' + \
+                (f', T {budget:.1f})' if several else ')')
         rows.append([
             arm.name,
             _num(s['mAP']) + state,
             _num(s['top1']),
-            f'{equal[1]:.2f} (epoch {equal[0]})' if equal else '-',
+            equal or '-',
             _mib(s['memory_bytes']),
             _num(s['step_time'], '{:.3f}'),
             _num(s['minutes'], '{:.1f}'),
@@ -428,31 +473,42 @@ def _results(arms, summaries, budget) -> List[str]:
                 s['epochs'].get(s['last_eval_epoch'] or -1,
                                 {}).get('num_clusters'), '{:.0f}'),
         ])
-    title = f'mAP at {budget:.1f} min' if budget else 'mAP at equal minutes'
+    if len(budgets) == 1 and not several:
+        title = f'mAP at {next(iter(budgets.values())):.1f} min'
+    else:
+        title = 'mAP at its machine\'s T min' if several else \
+            'mAP at equal minutes'
     return _table([
         'arm', 'mAP', 'top-1', title, 'head memory', 'step (s)', 'minutes',
         'clusters'
     ], rows)
 
 
-def plot_study(arms, summaries, out_dir, budget=None) -> List[str]:
+def draw_study(arms, summaries, cpu=None) -> dict:
     """mAP against the epoch and the minutes, NMI against the epoch: one
-    panel per question, each with the main arm, as PNGs in ``out_dir``;
-    ``budget`` (minutes) is marked on the minutes axis."""
-    import matplotlib
-    matplotlib.use('Agg')
+    panel per question, each with the main arm; {file name: Figure}.
+
+    Minutes compare only within a machine: when the arms ran on several,
+    the minutes plot tags each curve with its machine (``[A]``, as the
+    report lists them) and draws each machine's equal-minutes budget
+    (dotted, tagged at its top)."""
     from matplotlib.figure import Figure
-    os.makedirs(out_dir, exist_ok=True)
     main = summaries.get(MAIN.name)
+    tags = machine_tags(arms, summaries, cpu)
+    budgets = equal_minutes_budgets(arms, summaries, cpu)
+    several = len(tags) > 1
     figures = [
         ('map_vs_epoch.png', 'mAP (%) against the epoch', 'reid/mAP', None),
-        ('map_vs_minutes.png', 'mAP (%) against the minutes', 'reid/mAP',
-         'minutes_at_eval'),
+        ('map_vs_minutes.png', 'mAP (%) against the minutes' +
+         (' (minutes compare only within one machine: [A], [B], ... as '
+          'listed in the report; dotted: each machine\'s T)'
+          if several else ' (dotted: T, the equal-minutes budget)'),
+         'reid/mAP', 'minutes_at_eval'),
         ('nmi_vs_epoch.png',
          'pseudo-label NMI against the epoch (solid: clustered images; '
          'dashed: all, outliers as one cluster)', 'nmi', None),
     ]
-    files = []
+    drawn = {}
     for name, title, key, x_key in figures:
         fig = Figure(figsize=(18, 7), layout='constrained')
         axes = fig.subplots(2, 5).flatten()
@@ -462,10 +518,15 @@ def plot_study(arms, summaries, out_dir, budget=None) -> List[str]:
                           for a in arms if a.group == group]
             keys = [(key, 'o-')
                     ] + ([('nmi_all', 'o--')] if key == 'nmi' else [])
+            machines = set()
             for i, (label, summary) in enumerate(lines):
                 if not summary:
                     continue
                 colour = 'k' if i == 0 else f'C{i - 1}'
+                machine = machine_of(summary, cpu)
+                if x_key is not None and several:
+                    label = f'{label} [{tags[machine]}]'
+                machines.add(machine)
                 for k, style in keys:
                     xs, ys = _series(summary['epochs'], k, x_key)
                     if xs:
@@ -476,14 +537,41 @@ def plot_study(arms, summaries, out_dir, budget=None) -> List[str]:
                             color=colour,
                             markersize=3,
                             label=label if k == key else None)
-            if x_key is not None and budget:
-                ax.axvline(budget, color='grey', linestyle=':', linewidth=1)
+            if x_key is not None:
+                for machine in sorted(machines & set(budgets)):
+                    ax.axvline(
+                        budgets[machine],
+                        color='grey',
+                        linestyle=':',
+                        linewidth=1)
+                    if several:
+                        # inside the top edge: above it is the title
+                        ax.annotate(
+                            tags[machine], (budgets[machine], 0.99),
+                            xycoords=('data', 'axes fraction'),
+                            xytext=(2, 0),
+                            textcoords='offset points',
+                            ha='left',
+                            va='top',
+                            fontsize=7,
+                            color='grey')
             ax.set_title(group)
             ax.set_xlabel('epoch' if x_key is None else 'minutes')
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
         fig.suptitle(title)
+        drawn[name] = fig
+    return drawn
+
+
+def plot_study(arms, summaries, out_dir, cpu=None) -> List[str]:
+    """Save :func:`draw_study`'s figures as PNGs in ``out_dir``."""
+    import matplotlib
+    matplotlib.use('Agg')
+    os.makedirs(out_dir, exist_ok=True)
+    files = []
+    for name, fig in draw_study(arms, summaries, cpu).items():
         files.append(osp.join(out_dir, name))
         fig.savefig(files[-1], dpi=80)
     return files
@@ -513,11 +601,7 @@ def write_report(out: str,
     """Write the markdown report and its PNGs; returns the markdown."""
     reading = _kept_reading(out)
     plots_dir = osp.splitext(out)[0]
-    files = plot_study(arms, summaries, plots_dir)
-    finished = [s for s in summaries.values() if s and s['finished']]
-    budget = min((s['minutes']
-                  for s in finished if isinstance(s['minutes'], (int, float))),
-                 default=None)
+    files = plot_study(arms, summaries, plots_dir, cpu)
     sched = schedule
     lines = [
         '# Ablations: Cluster Contrast on market1501-trainsplit, on CPU',
@@ -550,14 +634,15 @@ def write_report(out: str,
     ]
     lines += _arms_table(arms)
     lines += ['', '## Results', '']
-    lines += _results(arms, summaries, budget)
+    lines += _results(arms, summaries, cpu)
     lines += [
         '',
         'mAP and top-1 (%) at the last evaluation. "mAP at T min": each '
         'arm\'s last evaluation at or before T, the minutes of the '
-        'shortest finished arm (not interpolated: an arm only slightly '
-        'slower than that one shows an earlier epoch; "-": no evaluation '
-        'by then; T is dotted in the minutes plot). Head memory: the '
+        'shortest finished arm on the same machine (not interpolated: an '
+        'arm only slightly slower than that one shows an earlier epoch; '
+        '"-": no evaluation by then; T is dotted in the minutes plot). '
+        'Head memory: the '
         'training head\'s buffers in the final checkpoint (memory and '
         'per-image labels). Step: median of the '
         'logged iteration times, data loading included. Minutes: from the '
