@@ -507,7 +507,7 @@ def test_runner_writes_tables_and_curves_from_work_dirs(fake_study, tmp_path):
     incomplete = _row(text, 'momentum-0')
     assert incomplete[1] == '9.00 (incomplete: last evaluation at epoch 6)'
     assert incomplete[4] == '-'  # no final checkpoint
-    for arm in ('gem', 'input-256x128', 'main-seed2'):
+    for arm in ('gem', 'input-256x128', 'main-seed2', 'main-seed3'):
         assert _row(text, arm)[1] == 'not run yet'
     # the per-epoch tables: one column per arm that ran
     assert '| epoch | main | instance-memory | momentum-0 |' in text

@@ -1,7 +1,7 @@
 """Run the ablation study, one arm after another, and write its report.
 
     python tools/analysis_tools/run_ablations.py [--arms main gem ...] \
-        [--seeds 2] [--data-root ../shared/data/market1501-trainsplit/] \
+        [--seeds 2 3] [--data-root ../shared/data/market1501-trainsplit/] \
         [--work-root work_dirs/ablations] [--out docs/ablations.md] \
         [--report-only]
 
@@ -138,7 +138,7 @@ def seed_arm(seed: int) -> Arm:
         seed=seed)
 
 
-def study_arms(seeds=(2, )) -> List[Arm]:
+def study_arms(seeds=(2, 3)) -> List[Arm]:
     """Every arm of the study: the configs, then the main arm's seeds."""
     return ARMS + [seed_arm(s) for s in seeds]
 
@@ -155,8 +155,8 @@ def parse_args(argv=None):
         '--seeds',
         nargs='*',
         type=int,
-        default=[2],
-        help='extra seeds of the main arm (default: 2; none: --seeds)')
+        default=[2, 3],
+        help='extra seeds of the main arm (default: 2 3; none: --seeds)')
     parser.add_argument(
         '--data-root',
         default=DEFAULT_DATA_ROOT,
@@ -730,7 +730,7 @@ def run_arm(arm: Arm, work_dir: str, data_root: str) -> int:
 
 def reproduce_command(args) -> str:
     parts = ['.venv/bin/python tools/analysis_tools/run_ablations.py']
-    if args.seeds != [2]:
+    if args.seeds != [2, 3]:
         parts.append('--seeds' + ''.join(f' {s}' for s in args.seeds))
     if args.data_root != DEFAULT_DATA_ROOT:
         parts.append(f'--data-root {args.data_root}')
