@@ -8,30 +8,36 @@
 # than Market's and because it is ahead on market1501-trainsplit at equal
 # minutes (docs/ablations.md, arms input-256x128 and input-128x64-36e).
 # For another data set, change data_root (and eps if its clusters chain).
-_base_ = [
-    '../_base_/models/mobilenetv2_cluster_contrast.py',
-    '../_base_/datasets/market1501_256x128_cpu.py',
-    '../_base_/schedules/adam_50e.py',
-    '../_base_/pseudo_label_dbscan.py',
-    '../_base_/default_runtime.py',
-]
-model = dict(backbone=dict(frozen_stages=2))
-# eps 0.5, as the 128x64 recipe measured for this weaker embedding (0.6
-# chained identities into a few large clusters there)
-custom_hooks = [
-    dict(
-        type='PseudoLabelHook',
-        cluster=dict(type='dbscan', eps=0.5, min_samples=4, k1=30, k2=6))
-]
+_base_ = ('./cluster-contrast_mobilenetv2_dbscan_1xb128-36e_'
+          'market1501-trainsplit.py')
 
-data_root = '../shared/data/market1501-trainsplit/'
-data_source = dict(data_root=data_root)
-train_dataloader = dict(dataset=data_source)
-cluster_dataloader = dict(dataset=data_source)
-val_dataloader = dict(dataset=data_source)
+# The CPU recipe's own transforms at 256x128 (H x W): bilinear resize,
+# flip, pad and random crop (padding 10, the same fraction of the image as 5
+# at 128x64), erasing to the mean colour before normalisation.
+img_scale = (128, 256)  # (W, H)
+crop_size = (256, 128)  # (H, W)
+meta_keys = ('sample_idx', 'img_path', 'camid', 'is_query')
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=img_scale, interpolation='bilinear'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='mmpretrain.RandomCrop', crop_size=crop_size, padding=10),
+    dict(
+        type='mmpretrain.RandomErasing',
+        erase_prob=0.5,
+        mode='const',
+        fill_color=(103.53, 116.28, 123.675)),
+    dict(type='mmpretrain.PackInputs', meta_keys=meta_keys),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=img_scale, interpolation='bilinear'),
+    dict(type='mmpretrain.PackInputs', meta_keys=meta_keys),
+]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+cluster_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-train_cfg = dict(max_epochs=12, val_interval=6)
+train_cfg = dict(max_epochs=12)
 param_scheduler = dict(milestones=[9])
-default_hooks = dict(
-    logger=dict(interval=25), checkpoint=dict(interval=6, max_keep_ckpts=1))
