@@ -8,6 +8,8 @@
 # than Market's and because it is ahead on market1501-trainsplit at equal
 # minutes (docs/ablations.md, arms input-256x128 and input-128x64-36e).
 # For another data set, change data_root (and eps if its clusters chain).
+# With time to spare, model.backbone.frozen_stages=-1 trains better per
+# epoch (docs/ablations.md).
 _base_ = ('./cluster-contrast_mobilenetv2_dbscan_1xb128-36e_'
           'market1501-trainsplit.py')
 
