@@ -599,6 +599,7 @@ def write_report(out: str,
                  cpu: Optional[str] = None,
                  date: Optional[str] = None) -> str:
     """Write the markdown report and its PNGs; returns the markdown."""
+    cpu = cpu or cpu_description()  # read /proc/cpuinfo once
     reading = _kept_reading(out)
     plots_dir = osp.splitext(out)[0]
     files = plot_study(arms, summaries, plots_dir, cpu)
