@@ -387,14 +387,22 @@ def machine_of(summary: dict, cpu: Optional[str] = None) -> str:
     return summary.get('cpu') or cpu or cpu_description()
 
 
-def machine_tags(arms, summaries, cpu=None) -> Dict[str, str]:
-    """A short tag per machine (A, B, ...), in the order of the arms."""
-    tags: Dict[str, str] = {}
+def arms_by_machine(arms, summaries, cpu=None) -> Dict[str, List[str]]:
+    """The names of the arms that ran, grouped by machine, in arm order."""
+    machines: Dict[str, List[str]] = {}
     for arm in arms:
         s = summaries.get(arm.name)
         if s:
-            tags.setdefault(machine_of(s, cpu), chr(ord('A') + len(tags)))
-    return tags
+            machines.setdefault(machine_of(s, cpu), []).append(arm.name)
+    return machines
+
+
+def machine_tags(arms, summaries, cpu=None) -> Dict[str, str]:
+    """A short tag per machine (A, B, ...), in the order of the arms."""
+    return {
+        machine: chr(ord('A') + i)
+        for i, machine in enumerate(arms_by_machine(arms, summaries, cpu))
+    }
 
 
 def equal_minutes_budgets(arms, summaries, cpu=None) -> Dict[str, float]:
@@ -414,11 +422,7 @@ def equal_minutes_budgets(arms, summaries, cpu=None) -> Dict[str, float]:
 def _machines(arms, summaries, cpu=None) -> List[str]:
     """Where the arms ran: one line, or one per machine when they differ
     (their minutes and step times are then not comparable across them)."""
-    machines: Dict[str, List[str]] = {}
-    for arm in arms:
-        s = summaries.get(arm.name)
-        if s:
-            machines.setdefault(machine_of(s, cpu), []).append(arm.name)
+    machines = arms_by_machine(arms, summaries, cpu)
     if len(machines) <= 1:
         return [f'Machine: {next(iter(machines), cpu or cpu_description())}.']
     tags = machine_tags(arms, summaries, cpu)
@@ -473,11 +477,12 @@ def _results(arms, summaries, cpu=None) -> List[str]:
                 s['epochs'].get(s['last_eval_epoch'] or -1,
                                 {}).get('num_clusters'), '{:.0f}'),
         ])
-    if len(budgets) == 1 and not several:
+    if several:
+        title = 'mAP at its machine\'s T min'
+    elif budgets:
         title = f'mAP at {next(iter(budgets.values())):.1f} min'
     else:
-        title = 'mAP at its machine\'s T min' if several else \
-            'mAP at equal minutes'
+        title = 'mAP at equal minutes'
     return _table([
         'arm', 'mAP', 'top-1', title, 'head memory', 'step (s)', 'minutes',
         'clusters'
