@@ -47,3 +47,55 @@ def test_ivf_calibration_benchmark_reports_recall_per_nprobe(
     recalls = [float(r.split('recall@30 ')[1].split(';')[0]) for r in rows]
     assert 0 < recalls[0] <= recalls[1] <= 1
     assert 'peak RSS' in out
+
+
+def _load(script):
+    return runpy.run_path(
+        osp.join(ROOT, 'tools', 'analysis_tools', script), run_name='tool')
+
+
+def test_projection_screen_bounds_every_product_from_above():
+    # Rows of uneven norm with a dominant coordinate, and a spectrum that
+    # leaves sizeable residuals outside the kept directions.
+    import numpy as np
+    import torch
+    features = _load('benchmark_knn_screen.py')['projection_screen_features']
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((300, 256)) * np.linspace(3, 0.1, 256)
+    x *= rng.uniform(0.2, 3.0, (300, 1))
+    x[:20, 0] += 40
+    x = x.astype(np.float32)
+    truth = x.astype(np.float64) @ x.T.astype(np.float64)
+    u, base = features(torch.from_numpy(x), 16)
+    assert u.shape == (300, 17) and u.dtype == torch.float32
+    screen = (u @ u.T).double().numpy()
+    assert (screen + base.double().numpy()[:, None] >= truth).all()
+    # the residuals matter here (the bound is more than rounding), and the
+    # rounding allowance is small against the products
+    assert (screen - truth).max() > 1.0
+    assert (base.numpy() <= 1e-4 * np.abs(truth).max()).all()
+    # rank-8 rows with d = 8: no residual, only rounding, two-sided
+    x = (rng.standard_normal((200, 8)) @ rng.standard_normal((8, 64)))
+    x = x.astype(np.float32)
+    truth = x.astype(np.float64) @ x.T.astype(np.float64)
+    u, base = features(torch.from_numpy(x), 8)
+    screen = (u @ u.T).double().numpy()
+    assert (np.abs(screen - truth) <= base.double().numpy()[:, None]).all()
+
+
+@pytest.mark.skipif(not knn_module.faiss_available(), reason='needs faiss')
+def test_knn_screen_benchmark_matches_the_float32_lists(monkeypatch, capsys):
+    _run('benchmark_knn_screen.py', [
+        '--size', '1500', '--dim', '64', '--projection-dims', '16', '--extras',
+        '32', '400'
+    ], monkeypatch)
+    out = capsys.readouterr().out
+    assert 'float32 brute force' in out
+    rows = [r for r in out.splitlines() if r.startswith('projection')]
+    assert len(rows) == 2
+    redone = [int(r.split('; ')[1].split()[0]) for r in rows]
+    # more candidates, fewer rows left to the float32 search
+    assert redone[0] >= redone[1]
+    for row in out.splitlines():
+        if 'ids equal' in row:
+            assert float(row.split('float32 lists: ')[1].split(',')[0]) == 1.0

@@ -3,7 +3,7 @@
 The brute-force search is an (N, D) x (D, N) product. On CPUs with
 AVX512-BF16 or AMX a bfloat16 product runs at a multiple of the float32 rate
 (figures in ``docs/benchmarks.md``), and the screen computes only half of
-the symmetric product (:func:`bf16_screen`). Its error is bounded
+the symmetric product (:func:`symmetric_screen`). Its error is bounded
 (:func:`screen_error_bound`), which keeps the result exact:
 
 1. screen, for every row, the ``m = k - 1 + extra`` other points of largest
@@ -119,12 +119,16 @@ def _merge_top(ids: torch.Tensor, values: torch.Tensor, scores: torch.Tensor,
         ids[lo:hi] = merged_ids.gather(1, pos)
 
 
-def bf16_screen(
-    xb: torch.Tensor,
+def symmetric_screen(
+    z: torch.Tensor,
     m: int,
     block_bytes: int = SIMILARITY_BLOCK_BYTES
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The m other points of largest bfloat16 inner product, for every point.
+    """The m other points of largest inner product, for every point.
+
+    Used with bfloat16 rows by :func:`screened_search`; any dtype that
+    ``torch.mm`` multiplies works (the float32 screen candidates of
+    ``tools/analysis_tools/benchmark_knn_screen.py`` use it too).
 
     The product is symmetric, so only the panels on and above the diagonal
     are computed (about half of the N x N product): panel ``I`` holds the
@@ -133,26 +137,26 @@ def bf16_screen(
     gives every later row its candidates among the columns ``I``.
 
     Args:
-        xb: (N, D) bfloat16 features, N > m.
+        z: (N, E) rows, N > m.
         m: Candidates per row (the point itself is never one).
-        block_bytes: Bytes of one (rows, N) bfloat16 panel.
+        block_bytes: Bytes of one (rows, N) panel in ``z``'s dtype.
 
     Returns:
         (N, m) int64 ids and (N, m) float32 screen scores, descending.
     """
-    n = xb.shape[0]
+    n = z.shape[0]
     ids = torch.zeros((n, m), dtype=torch.long)
     values = torch.full((n, m), -float('inf'))
-    rows = max(1, min(n, block_bytes // (2 * n)))
+    rows = max(1, min(n, block_bytes // (z.element_size() * n)))
     # Two reused buffers: panels of shrinking size allocated afresh would
     # fragment the heap and hold on to several times their size.
-    panel_buffer = torch.empty(rows * n, dtype=xb.dtype)
-    transposed_buffer = torch.empty(rows * n, dtype=xb.dtype)
+    panel_buffer = torch.empty(rows * n, dtype=z.dtype)
+    transposed_buffer = torch.empty(rows * n, dtype=z.dtype)
     for start in range(0, n, rows):
         stop = min(n, start + rows)
         height, width = stop - start, n - start
         panel = panel_buffer[:height * width].view(height, width)
-        torch.mm(xb[start:stop], xb[start:].T, out=panel)
+        torch.mm(z[start:stop], z[start:].T, out=panel)
         diagonal = torch.arange(height)
         panel[diagonal, diagonal] = -float('inf')  # the point itself
         _merge_top(ids[start:stop], values[start:stop], panel, start)
@@ -237,12 +241,38 @@ def screened_search(
     xt = torch.from_numpy(x)
     xb = xt.to(torch.bfloat16)
     base, rel = screen_error_bound(xt, xb)
-    cand, screen = bf16_screen(xb, m, block_bytes)
+    cand, screen = symmetric_screen(xb, m, block_bytes)
     del xb
     threshold = screen[:, -1]  # no other point screened above it
     # Largest float32 product a point outside the candidates can have.
     reach = (threshold + base + rel * threshold.abs()).numpy()
-    cand = cand.numpy()
+    return certified_lists(x, k, cand.numpy(), reach, fallback, gather_bytes)
+
+
+def certified_lists(
+    x: np.ndarray,
+    k: int,
+    cand: np.ndarray,
+    reach: np.ndarray,
+    fallback: ExactSearch,
+    gather_bytes: int = FEATURE_GATHER_BYTES
+) -> Tuple[np.ndarray, np.ndarray, int]:
+    """Steps 2 and 3 of the module docstring, after any screen.
+
+    Args:
+        x: (N, D) float32 features.
+        k: Entries per row, the point itself included.
+        cand: (N, m) int64 screened candidates of every row (itself not
+            among them), m >= k - 1.
+        reach: (N,) the largest float32 product with row i that a point
+            outside its candidates can have (the screen's guarantee).
+        fallback: The float32 search of the rows not certified.
+        gather_bytes: See :func:`rescore`.
+
+    Returns:
+        As :func:`screened_search`.
+    """
+    n, m = cand.shape
     exact = rescore(x, cand, gather_bytes)
     # One spare column: the float32 fallback returns the point itself too.
     ids = np.full((n, m + 1), -1, np.int64)
