@@ -74,3 +74,31 @@ def test_hook_refuses_a_missing_dataloader_field():
     hook = PseudoLabelHook(cluster=dict(type='dbscan'))
     with pytest.raises(KeyError, match='cluster_dataloader'):
         hook._build_dataloader(_Runner())
+
+
+@pytest.mark.parametrize('loader, persistent', [
+    (dict(num_workers=2), True),
+    (dict(num_workers=2, persistent_workers=False), False),
+    (dict(num_workers=0), None),
+])
+def test_hook_keeps_its_loader_workers_between_epochs(loader, persistent):
+    # The hook embeds the training set every epoch with one loader; with
+    # workers, they persist unless the config says otherwise (torch refuses
+    # persistent workers without workers).
+
+    class _Runner:
+        seed = 0
+        cfg = dict(cluster_dataloader=loader)
+        built = []
+
+        def build_dataloader(self, cfg, seed):
+            self.built.append(cfg)
+            return object()
+
+    hook = PseudoLabelHook(cluster=dict(type='dbscan'))
+    runner = _Runner()
+    first = hook._build_dataloader(runner)
+    assert hook._build_dataloader(runner) is first
+    assert len(runner.built) == 1
+    assert runner.built[0].get('persistent_workers') == persistent
+    assert 'persistent_workers' not in loader or persistent is False

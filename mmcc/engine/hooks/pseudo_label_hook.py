@@ -163,6 +163,12 @@ class PseudoLabelHook(Hook):
                     raise KeyError(f'PseudoLabelHook: the config has no '
                                    f'top-level field "{cfg}"')
                 cfg = runner.cfg[cfg]
+            cfg = dict(cfg)
+            if cfg.get('num_workers', 0) > 0:
+                # iterated every epoch: keep the workers rather than start
+                # them again (1.5 s an epoch in the demo); they only read
+                # images, so nothing they hold goes stale
+                cfg.setdefault('persistent_workers', True)
             self._dataloader = runner.build_dataloader(cfg, seed=runner.seed)
         return self._dataloader
 
