@@ -102,3 +102,47 @@ def test_hook_keeps_its_loader_workers_between_epochs(loader, persistent):
     assert len(runner.built) == 1
     assert runner.built[0].get('persistent_workers') == persistent
     assert 'persistent_workers' not in loader or persistent is False
+
+
+def test_replayed_batches_read_the_loader_once():
+    from mmcc.engine.hooks.pseudo_label_hook import ReplayedBatches
+
+    class _Loader:
+        dataset = list(range(6))
+        reads = 0
+
+        def __len__(self):
+            return 3
+
+        def __iter__(self):
+            type(self).reads += 1
+            for start in range(0, 6, 2):
+                yield dict(inputs=torch.arange(start, start + 2))
+
+    loader = _Loader()
+    replayed = ReplayedBatches(loader)
+    assert len(replayed) == 3 and replayed.dataset is loader.dataset
+    # an interrupted first pass caches nothing
+    next(iter(replayed))
+    first = list(replayed)
+    assert _Loader.reads == 2
+    again = list(replayed)
+    assert _Loader.reads == 2  # replayed, not read
+    assert [b['inputs'].tolist() for b in again] == [[0, 1], [2, 3], [4, 5]]
+    assert all(a is b for a, b in zip(first, again))
+
+
+def test_hook_replays_its_batches_only_when_asked():
+    from mmcc.engine.hooks.pseudo_label_hook import ReplayedBatches
+
+    class _Runner:
+        seed = 0
+        cfg = dict(cluster_dataloader=dict(num_workers=0))
+
+        def build_dataloader(self, cfg, seed):
+            return type('Loader', (), dict(dataset=[]))()
+
+    cached = PseudoLabelHook(cluster=dict(type='dbscan'), cache_batches=True)
+    assert isinstance(cached._build_dataloader(_Runner()), ReplayedBatches)
+    plain = PseudoLabelHook(cluster=dict(type='dbscan'))
+    assert not isinstance(plain._build_dataloader(_Runner()), ReplayedBatches)

@@ -93,6 +93,33 @@ def train_sampler(loader):
     return inner if hasattr(inner, 'set_labels') else loader.sampler
 
 
+class ReplayedBatches:
+    """A data loader's batches, read once and then replayed from memory.
+
+    Stands in for the loader where it is only iterated and measured
+    (``dataset``, ``len``). Batches are cached only when a pass completes,
+    so an interrupted first pass is read again next time.
+    """
+
+    def __init__(self, loader):
+        self.loader = loader
+        self.dataset = loader.dataset
+        self._batches = None
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        if self._batches is not None:
+            yield from self._batches
+            return
+        batches = []
+        for batch in self.loader:
+            batches.append(batch)
+            yield batch
+        self._batches = batches
+
+
 @HOOKS.register_module()
 class PseudoLabelHook(Hook):
     """Re-cluster the training set before training epochs.
@@ -135,6 +162,13 @@ class PseudoLabelHook(Hook):
             ``'cluster_dataloader'``.
         interval (int): Re-cluster every ``interval`` epochs. Defaults to 1.
         progress (bool): Show a progress bar while embedding.
+        cache_batches (bool): Keep the embedding pass's batches in memory
+            after its first epoch and replay them: its test pipeline is
+            deterministic, so every epoch would decode the same images into
+            the same tensors. Costs the decoded images' memory (24.6 KB an
+            image at 128x64, 98 KB at 256x128: 1.3 GB for Market-1501's
+            12,936), so it suits small training sets on CPU. Defaults to
+            False.
     """
 
     # Before IterTimerHook (NORMAL), which starts the epoch's clock in its
@@ -147,11 +181,13 @@ class PseudoLabelHook(Hook):
                  cluster: dict,
                  dataloader: Union[dict, str] = 'cluster_dataloader',
                  interval: int = 1,
-                 progress: bool = True):
+                 progress: bool = True,
+                 cache_batches: bool = False):
         self.cluster_cfg = dict(cluster)
         self.dataloader_cfg = dataloader
         self.interval = interval
         self.progress = progress
+        self.cache_batches = cache_batches
         self._dataloader = None
         self.last_stats: Optional[dict] = None
 
@@ -170,6 +206,8 @@ class PseudoLabelHook(Hook):
                 # images, so nothing they hold goes stale
                 cfg.setdefault('persistent_workers', True)
             self._dataloader = runner.build_dataloader(cfg, seed=runner.seed)
+            if self.cache_batches:
+                self._dataloader = ReplayedBatches(self._dataloader)
         return self._dataloader
 
     def before_train(self, runner) -> None:
