@@ -137,12 +137,16 @@ def test_hook_replays_its_batches_only_when_asked():
 
     class _Runner:
         seed = 0
-        cfg = dict(cluster_dataloader=dict(num_workers=0))
+        cfg = dict(cluster_dataloader=dict(num_workers=2))
+        built = []
 
         def build_dataloader(self, cfg, seed):
+            self.built.append(cfg)
             return type('Loader', (), dict(dataset=[]))()
 
     cached = PseudoLabelHook(cluster=dict(type='dbscan'), cache_batches=True)
     assert isinstance(cached._build_dataloader(_Runner()), ReplayedBatches)
+    # read once: its workers need not persist
+    assert 'persistent_workers' not in _Runner.built[-1]
     plain = PseudoLabelHook(cluster=dict(type='dbscan'))
     assert not isinstance(plain._build_dataloader(_Runner()), ReplayedBatches)

@@ -200,10 +200,11 @@ class PseudoLabelHook(Hook):
                                    f'top-level field "{cfg}"')
                 cfg = runner.cfg[cfg]
             cfg = dict(cfg)
-            if cfg.get('num_workers', 0) > 0:
+            if cfg.get('num_workers', 0) > 0 and not self.cache_batches:
                 # iterated every epoch: keep the workers rather than start
                 # them again (1.5 s an epoch in the demo); they only read
-                # images, so nothing they hold goes stale
+                # images, so nothing they hold goes stale. Replayed batches
+                # read the loader once: its workers may then exit.
                 cfg.setdefault('persistent_workers', True)
             self._dataloader = runner.build_dataloader(cfg, seed=runner.seed)
             if self.cache_batches:
