@@ -42,6 +42,12 @@ def parse_args():
         default=None,
         help='identity -1 gallery images (default: 1%% of the test images)')
     parser.add_argument(
+        '--workers',
+        type=int,
+        default=None,
+        help='processes that render (0: this one; default: one per CPU '
+        'for trees of 500 images or more); the bytes written are the same')
+    parser.add_argument(
         '--overwrite',
         action='store_true',
         help='replace a non-empty OUT_DIR that this tool did not write')
@@ -61,7 +67,8 @@ def main():
         size=tuple(args.size),
         num_distractors=args.num_distractors,
         num_junk=args.num_junk,
-        overwrite=args.overwrite)
+        overwrite=args.overwrite,
+        workers=args.workers)
     print(f'{args.out_dir} ({time.time() - start:.1f} s):')
     for key, value in counts.items():
         print(f'  {key}: {value}')

@@ -4,7 +4,9 @@
 atomically, with a ``meta.json`` holding the parameters and the counts, so
 that a complete tree is reused and an incomplete or outdated one redone.
 """
+import io
 import json
+import multiprocessing
 import os
 import os.path as osp
 import shutil
@@ -112,7 +114,8 @@ def generate_synthetic_reid(out_dir: str,
                             size: Tuple[int, int] = (64, 128),
                             num_distractors: Optional[int] = None,
                             num_junk: Optional[int] = None,
-                            overwrite: bool = False) -> dict:
+                            overwrite: bool = False,
+                            workers: Optional[int] = None) -> dict:
     """Write a Market-1501-style synthetic re-ID tree and return its counts.
 
     Train and test identities are disjoint 4-digit labels drawn from
@@ -139,6 +142,9 @@ def generate_synthetic_reid(out_dir: str,
             test identities' images.
         num_junk: identity -1 gallery images; default ~1%.
         overwrite: replace a non-empty ``out_dir`` not written by us.
+        workers: processes that render (0: this one). Default: one per
+            CPU when the tree has 500 images or more. The bytes written are
+            the same for any number.
 
     Returns:
         dict: ``num_train_ids``, ``num_test_ids``, ``num_train_images``,
@@ -182,7 +188,7 @@ def generate_synthetic_reid(out_dir: str,
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)
     try:
-        counts = _write_tree(tmp, params)
+        counts = _write_tree(tmp, params, workers)
         with open(osp.join(tmp, META_FILE), 'w') as f:
             json.dump(dict(params=params, counts=counts), f, indent=2)
         if osp.isdir(out_dir):
@@ -202,8 +208,98 @@ def generate_synthetic_reid(out_dir: str,
     return counts
 
 
-def _write_tree(root: str, params: dict) -> dict:
-    """Render and save every image of the tree under ``root``."""
+def _jpeg(img: Image.Image, cam: dict) -> bytes:
+    """The JPEG file of a crop, at the camera's quality."""
+    buffer = io.BytesIO()
+    img.save(buffer, format='JPEG', quality=cam['jpeg_quality'])
+    return buffer.getvalue()
+
+
+def _generator_after(state: dict) -> np.random.Generator:
+    """A generator that continues from a ``bit_generator.state``."""
+    bit_generator = getattr(np.random, state['bit_generator'])()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
+
+
+# Rendering is the cost (a few ms a crop); it runs in worker processes, one
+# job per identity, distractor or junk crop. Each job returns its crops as
+# JPEG bytes, with the state its generator was left in: the main process
+# names the files from there in the sequential order (the names of one
+# identity depend on those already taken), so the tree is the same bytes
+# with any number of workers.
+
+
+def _render_identity(job):
+    """(camera, JPEG, generator state) of every image of one identity."""
+    seed, pid, n_img, cams, size = job
+    ident = sample_identity(_rng(seed, _IDENTITY, pid))
+    cam_of = _camera_split(_rng(seed, _IMAGE, pid), n_img, len(cams))
+    images = []
+    for k, cam in enumerate(cam_of):
+        rng = _rng(seed, _IMAGE, pid, k)
+        # Passers-by are people outside both splits.
+        passer = (
+            sample_identity(_rng(seed, _PASSER, pid, k))
+            if rng.random() < PASSER_BY_RATE else None)
+        img = render_image(ident, cams[cam], rng, size, passer)
+        images.append((cam, _jpeg(img, cams[cam]), rng.bit_generator.state))
+    return images
+
+
+def _render_distractor(job):
+    """Identity 0000: a background crop or an unknown person."""
+    seed, k, cams, size = job
+    rng = _rng(seed, _DISTRACTOR, k)
+    cam = int(rng.integers(len(cams)))
+    person = rng.random() < 0.6
+    img = render_image(
+        sample_identity(_rng(seed, _DISTRACTOR_ID, k)),
+        cams[cam],
+        rng,
+        size,
+        person_scale=rng.uniform(0.6, 1.3) if person else 1.,
+        draw_person=person)
+    return cam, _jpeg(img, cams[cam]), rng.bit_generator.state
+
+
+def _render_junk(job):
+    """Identity -1: a badly framed crop (tiny or cut) of a test identity."""
+    seed, k, cams, size, test_ids = job
+    rng = _rng(seed, _JUNK, k)
+    cam = int(rng.integers(len(cams)))
+    pid = int(rng.choice(test_ids))
+    img = render_image(
+        sample_identity(_rng(seed, _IDENTITY, pid)),
+        cams[cam],
+        rng,
+        size,
+        person_scale=float(rng.choice([0.35, 2.2])))
+    return cam, _jpeg(img, cams[cam]), rng.bit_generator.state
+
+
+def _rendered(pool, function, jobs):
+    """``function`` over ``jobs`` in order, in the pool if there is one."""
+    if pool is None:
+        return map(function, jobs)
+    return pool.imap(function, jobs, chunksize=4)
+
+
+def _default_workers(num_images: int) -> int:
+    # below a few hundred crops, starting processes costs more than it saves
+    if num_images < 500:
+        return 0
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return cpus if cpus > 1 else 0
+
+
+def _write_tree(root: str, params: dict, workers: Optional[int]) -> dict:
+    """Render and save every image of the tree under ``root``, rendering in
+    ``workers`` processes (0: in this one; None: one per CPU for large
+    trees)."""
     seed = params['seed']
     size = tuple(params['size'])
     num_cams = params['num_cams']
@@ -216,61 +312,53 @@ def _write_tree(root: str, params: dict) -> dict:
     labels = _rng(seed, _SPLIT).permutation(n_train + n_test) + 1
     train_ids = sorted(int(x) for x in labels[:n_train])
     test_ids = sorted(int(x) for x in labels[n_train:])
+    num_junk = params['num_junk'] if test_ids else 0
+    if workers is None:
+        workers = _default_workers((n_train + n_test) * n_img +
+                                   params['num_distractors'] + num_junk)
     namer = _Namer()
 
-    def save(img: Image.Image, split: str, name: str, cam: int) -> None:
-        img.save(
-            osp.join(root, split, name), quality=cams[cam]['jpeg_quality'])
+    def save(data: bytes, split: str, name: str) -> None:
+        with open(osp.join(root, split, name), 'wb') as f:
+            f.write(data)
 
     n_query = n_gallery = 0
-    for split_ids, is_test in ((train_ids, False), (test_ids, True)):
-        for pid in split_ids:
-            ident = sample_identity(_rng(seed, _IDENTITY, pid))
-            cam_of = _camera_split(_rng(seed, _IMAGE, pid), n_img, num_cams)
+    pool = multiprocessing.Pool(workers) if workers > 1 else None
+    try:
+        ids = [(pid, False) for pid in train_ids]
+        ids += [(pid, True) for pid in test_ids]
+        jobs = [(seed, pid, n_img, cams, size) for pid, _ in ids]
+        for (pid,
+             is_test), images in zip(ids,
+                                     _rendered(pool, _render_identity, jobs)):
             tracks = {}
-            for k, cam in enumerate(cam_of):
-                rng = _rng(seed, _IMAGE, pid, k)
-                # Passers-by are people outside both splits.
-                passer = (
-                    sample_identity(_rng(seed, _PASSER, pid, k))
-                    if rng.random() < PASSER_BY_RATE else None)
-                img = render_image(ident, cams[cam], rng, size, passer)
+            for cam, data, state in images:
                 first_in_cam = cam not in tracks
-                name = namer(rng, pid, cam, tracks.setdefault(cam, {}))
+                name = namer(
+                    _generator_after(state), pid, cam,
+                    tracks.setdefault(cam, {}))
                 if not is_test:
                     split = 'bounding_box_train'
                 elif first_in_cam:
                     split, n_query = 'query', n_query + 1
                 else:
                     split, n_gallery = 'bounding_box_test', n_gallery + 1
-                save(img, split, name, cam)
+                save(data, split, name)
 
-    # Distractors (0000): background crops and unknown people.
-    for k in range(params['num_distractors']):
-        rng = _rng(seed, _DISTRACTOR, k)
-        cam = int(rng.integers(num_cams))
-        person = rng.random() < 0.6
-        img = render_image(
-            sample_identity(_rng(seed, _DISTRACTOR_ID, k)),
-            cams[cam],
-            rng,
-            size,
-            person_scale=rng.uniform(0.6, 1.3) if person else 1.,
-            draw_person=person)
-        save(img, 'bounding_box_test', namer(rng, 0, cam, {}), cam)
-    # Junk (-1): badly framed crops (tiny or cut) of test identities.
-    num_junk = params['num_junk'] if test_ids else 0
-    for k in range(num_junk):
-        rng = _rng(seed, _JUNK, k)
-        cam = int(rng.integers(num_cams))
-        pid = int(rng.choice(test_ids))
-        img = render_image(
-            sample_identity(_rng(seed, _IDENTITY, pid)),
-            cams[cam],
-            rng,
-            size,
-            person_scale=float(rng.choice([0.35, 2.2])))
-        save(img, 'bounding_box_test', namer(rng, -1, cam, {}), cam)
+        # Distractors (0000): background crops and unknown people.
+        jobs = [(seed, k, cams, size)
+                for k in range(params['num_distractors'])]
+        for cam, data, state in _rendered(pool, _render_distractor, jobs):
+            save(data, 'bounding_box_test',
+                 namer(_generator_after(state), 0, cam, {}))
+        # Junk (-1): badly framed crops (tiny or cut) of test identities.
+        jobs = [(seed, k, cams, size, test_ids) for k in range(num_junk)]
+        for cam, data, state in _rendered(pool, _render_junk, jobs):
+            save(data, 'bounding_box_test',
+                 namer(_generator_after(state), -1, cam, {}))
+    finally:
+        if pool is not None:
+            pool.terminate()
 
     counts = dict(
         num_train_ids=n_train,
