@@ -90,10 +90,12 @@ def test_tensorboard_event_files_hold_pseudo_and_reid_scalars(reported_run):
     # the same values as mmengine's scalars.json
     with open(osp.join(vis_data, 'scalars.json')) as f:
         scalars = [json.loads(line) for line in f]
-    (reid, ) = [s for s in scalars if 'reid/mAP' in s]
-    (event, ) = accumulator.Scalars('reid/mAP')
-    assert event.step == reid['step'] == 1
-    assert event.value == pytest.approx(reid['reid/mAP'], rel=1e-6)
+    # the demo config validates before training (epoch 0) and after it
+    reid = [s for s in scalars if 'reid/mAP' in s]
+    events = accumulator.Scalars('reid/mAP')
+    assert [e.step for e in events] == [r['step'] for r in reid] == [0, 1]
+    for event, entry in zip(events, reid):
+        assert event.value == pytest.approx(entry['reid/mAP'], rel=1e-6)
     (event, ) = accumulator.Scalars('pseudo/num_clusters')
     assert event.step == 0
 
@@ -169,10 +171,14 @@ def test_plot_curves_reads_mmengine_scalars_like_the_report(
 
     from_scalars = tool['load_epochs'](str(bare))
     from_report = tool['load_epochs'](work_dir)  # its report.json
-    assert sorted(from_scalars) == sorted(from_report) == [1]
+    # epoch 0: the validation before training; epoch 1: the pseudo-labels
+    # it trained on and its validation
+    assert sorted(from_scalars) == sorted(from_report) == [0, 1]
     for key in ('num_clusters', 'num_outliers', 'nmi', 'ari', 'reid/mAP',
                 'reid/top1'):
         assert from_scalars[1][key] == pytest.approx(from_report[1][key])
+    for key in ('reid/mAP', 'reid/top1'):
+        assert from_scalars[0][key] == pytest.approx(from_report[0][key])
     for key in ('minutes_at_clustering', 'minutes_at_eval'):
         assert 0 <= from_scalars[1][key] < 10
 

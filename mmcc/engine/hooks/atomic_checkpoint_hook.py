@@ -30,7 +30,16 @@ class AtomicCheckpointHook(CheckpointHook):
     ``--resume`` (auto) always finds the last complete checkpoint. Takes
     ``CheckpointHook``'s arguments; remote storage keeps mmengine's
     behaviour.
+
+    A validation before any training iteration (``ValBeforeTrainHook``)
+    scores the weights the run started from, which the user already has:
+    it is logged but not kept as a "best" checkpoint.
     """
+
+    def after_val_epoch(self, runner, metrics):
+        if runner.iter == 0:
+            return
+        super().after_val_epoch(runner, metrics)
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         if not isinstance(self.file_backend, LocalBackend):

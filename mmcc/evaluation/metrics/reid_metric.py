@@ -69,10 +69,10 @@ class ReIDMetric(BaseMetric):
         self.k2 = k2
         self.lambda_value = lambda_value
         super().__init__(collect_device=collect_device, prefix=prefix)
-        # Set by `tools/test.py --show-dir`: also keep each sample's
-        # img_path, and the last evaluation's distances, identities,
-        # cameras and paths in `last_ranking` (main process), to draw the
-        # ranked lists. The metrics are the same either way.
+        # Set by RankedListHook (`tools/test.py --show-dir`): also keep
+        # each sample's img_path, and the last evaluation's distances,
+        # identities, cameras and paths in `last_ranking` (main process),
+        # to draw the ranked lists. The metrics are the same either way.
         self.keep_ranking = False
         self.last_ranking: Optional[dict] = None
 
